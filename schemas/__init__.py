@@ -1,0 +1,1 @@
+"""Event contracts and table schemas: the one source of truth for every record type."""

@@ -1,0 +1,33 @@
+"""Base class of every contract model."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Contract(BaseModel):
+    """A typed record: one topic message or one table row.
+
+    ``event_time_field`` names the field that is the element's event timestamp in Beam and the
+    BigQuery partitioning column; ``key_fields`` are the clustering columns (main key first).
+    """
+
+    # Unknown extra fields are ignored so producers can add fields (additive, NULLABLE only).
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    event_time_field: ClassVar[str]
+    key_fields: ClassVar[tuple[str, ...]] = ()
+    doc: ClassVar[str] = ""
+
+    def event_timestamp(self) -> datetime:
+        return getattr(self, self.event_time_field)
+
+
+def deterministic_id(*parts: object) -> str:
+    """A stable id from key fields, so replays and redeliveries produce the same row ids."""
+    text = "\x1f".join("" if p is None else (p.isoformat() if isinstance(p, datetime) else str(p)) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

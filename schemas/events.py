@@ -1,0 +1,185 @@
+"""Pub/Sub topic contracts: one model per topic. Avro schemas are generated from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import Contract
+from schemas.types import EventTime, Numeric, PositiveNumeric, RawAmount
+
+EVM_CHAIN = "eip155:1"
+
+
+class PriceEvent(Contract):
+    """market.prices.v1: one normalised price observation from one source."""
+
+    event_time_field = "publish_time"
+    key_fields = ("asset", "source")
+    doc = "A normalised price of one asset from one source (Chainlink, Pyth, DEX, CEX)."
+
+    event_id: str = Field(description="Unique id of this price update (deterministic per source and round).")
+    asset: str = Field(description="Asset symbol, e.g. BTC, ETH, USDC.")
+    quote: str = Field("USD", description="Quote currency of the price.")
+    source: Literal["chainlink", "pyth", "dex", "cex"] = Field(description="Where the price came from.")
+    price: PositiveNumeric = Field(description="Price of one unit of asset in quote, as a decimal.")
+    confidence: Numeric | None = Field(None, description="Pyth confidence interval (same units as price); null for sources without one.")
+    publish_time: EventTime = Field(description="When the source published the price (UTC event time).")
+    feed_id: str | None = Field(None, description="Chainlink aggregator proxy address or Pyth price feed id.")
+    round_id: str | None = Field(None, description="Chainlink roundId incl. phase bits, as a decimal string; null for Pyth.")
+    chain_id: str | None = Field(None, description="CAIP-2 chain id of the feed, e.g. eip155:1.")
+
+
+SettlementKind = Literal["deposit", "withdraw", "borrow", "repay", "liquidation"]
+
+
+class Settlement(Contract):
+    """settlements.v1: a change to an account's collateral or debt."""
+
+    event_time_field = "event_time"
+    key_fields = ("account_id", "asset")
+    doc = "A settled position change of one account: deposit, withdraw, borrow, repay or liquidation."
+
+    event_id: str = Field(description="Unique id of the settlement; updates are idempotent by it.")
+    account_id: str = Field(description="The account (wallet or sub-account) the settlement belongs to.")
+    venue: str = Field(description="Lending venue, e.g. aave_v3, compound_v3, maker.")
+    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
+    kind: SettlementKind = Field(description="deposit/withdraw change collateral; borrow/repay change debt; liquidation seizes collateral.")
+    asset: str = Field(description="Asset symbol of the amount.")
+    amount_raw: RawAmount = Field(description="Amount in the token's raw integer units.")
+    decimals: int = Field(ge=0, le=36, description="Token decimals: amount = amount_raw / 10**decimals.")
+    tx_hash: str | None = Field(None, description="Transaction hash, when settled on chain.")
+    block_number: int | None = Field(None, ge=0, description="Block number, when settled on chain.")
+    event_time: EventTime = Field(description="When the settlement happened (UTC event time).")
+
+
+class DexTrade(Contract):
+    """dex.trades.v1: one swap on a DEX pool."""
+
+    event_time_field = "event_time"
+    key_fields = ("pool_address", "trader")
+    doc = "One swap on a DEX pool, in raw token units with its USD value at trade time."
+
+    event_id: str = Field(description="Unique id: chain, tx hash and log index.")
+    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
+    venue: str = Field(description="DEX, e.g. uniswap_v2, uniswap_v3, quickswap.")
+    pool_address: str = Field(description="Pool (pair) contract address.")
+    tx_hash: str = Field(description="Transaction hash.")
+    block_number: int = Field(ge=0, description="Block number.")
+    log_index: int = Field(ge=0, description="Log index of the Swap event in the block.")
+    trader: str = Field(description="Address that initiated the swap (tx sender).")
+    recipient: str = Field(description="Address that received the output tokens.")
+    token_in: str = Field(description="Symbol of the token sold into the pool.")
+    token_out: str = Field(description="Symbol of the token bought from the pool.")
+    amount_in_raw: RawAmount = Field(description="Amount sold, raw integer units.")
+    amount_out_raw: RawAmount = Field(description="Amount bought, raw integer units.")
+    decimals_in: int = Field(ge=0, le=36, description="Decimals of token_in.")
+    decimals_out: int = Field(ge=0, le=36, description="Decimals of token_out.")
+    amount_usd: Numeric | None = Field(None, description="USD value of the trade at trade time, when priced.")
+    event_time: EventTime = Field(description="Block time of the swap (UTC event time).")
+
+
+class LiquidityEvent(Contract):
+    """liquidity.v1: pool lifecycle and reserve changes (Uniswap-v2 style events)."""
+
+    event_time_field = "event_time"
+    key_fields = ("pool_address",)
+    doc = "A pool event: create, mint (add liquidity), burn (remove liquidity) or sync (new reserves)."
+
+    event_id: str = Field(description="Unique id: chain, tx hash and log index.")
+    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
+    pool_address: str = Field(description="Pool (pair) contract address.")
+    kind: Literal["create", "mint", "burn", "sync"] = Field(description="Event type.")
+    tx_hash: str = Field(description="Transaction hash.")
+    block_number: int = Field(ge=0, description="Block number.")
+    log_index: int = Field(ge=0, description="Log index in the block.")
+    sender: str = Field(description="Address that caused the event (LP provider for mint/burn, deployer for create).")
+    token0: str = Field(description="Symbol of token0 of the pair.")
+    token1: str = Field(description="Symbol of token1 of the pair (the quote token).")
+    amount0_raw: RawAmount = Field(description="token0 amount added/removed (mint/burn) or new reserve0 (sync), raw units.")
+    amount1_raw: RawAmount = Field(description="token1 amount added/removed (mint/burn) or new reserve1 (sync), raw units.")
+    decimals0: int = Field(ge=0, le=36, description="Decimals of token0.")
+    decimals1: int = Field(ge=0, le=36, description="Decimals of token1.")
+    liquidity_raw: RawAmount | None = Field(None, description="LP tokens minted or burned (mint/burn), raw units.")
+    event_time: EventTime = Field(description="Block time (UTC event time).")
+
+
+class Transfer(Contract):
+    """transfers.v1: a token or native-coin transfer between two addresses."""
+
+    event_time_field = "event_time"
+    key_fields = ("from_address", "to_address")
+    doc = "A transfer of a token or native coin between two addresses."
+
+    event_id: str = Field(description="Unique id: chain, tx hash and log index.")
+    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id (eip155:1 Ethereum, eip155:42161 Arbitrum, tron:mainnet, ...).")
+    tx_hash: str = Field(description="Transaction hash.")
+    block_number: int = Field(ge=0, description="Block number.")
+    log_index: int = Field(ge=0, description="Log index (0 for native transfers).")
+    from_address: str = Field(description="Sender address, as the chain writes it.")
+    to_address: str = Field(description="Recipient address, as the chain writes it.")
+    asset: str = Field(description="Symbol of the transferred asset.")
+    token_address: str | None = Field(None, description="Token contract; null for the native coin.")
+    amount_raw: RawAmount = Field(description="Amount in raw integer units.")
+    decimals: int = Field(ge=0, le=36, description="Token decimals.")
+    amount_usd: Numeric | None = Field(None, description="USD value at transfer time, when priced.")
+    event_time: EventTime = Field(description="Block time (UTC event time).")
+
+
+class MarginAlert(Contract):
+    """alerts.margin.v1: a throttled margin alert."""
+
+    event_time_field = "event_ts"
+    key_fields = ("account_id", "event_type")
+    doc = "A margin alert: margin call, liquidation or recovery of one account."
+
+    alert_id: str = Field(description="Deterministic id: hash of account, event type and event time.")
+    account_id: str = Field(description="The account.")
+    event_type: Literal["margin_call", "liquidation", "recovered"] = Field(description="What happened.")
+    zone: str = Field(description="The zone the account entered.")
+    previous_zone: str | None = Field(None, description="The zone it left.")
+    health_score: Numeric | None = Field(None, description="Margin health (collateral - borrow) / borrow * 100.")
+    collateral_usd: Numeric = Field(description="Collateral value in USD.")
+    borrow_usd: Numeric = Field(description="Debt value in USD.")
+    price_status: str = Field(description="Status of the prices used: ok, degraded or price_unavailable.")
+    event_ts: EventTime = Field(description="Event time of the update that caused the alert.")
+
+
+class SurveillanceAlert(Contract):
+    """alerts.surveillance.v1: a market-abuse finding above the alert threshold."""
+
+    event_time_field = "detected_at"
+    key_fields = ("activity_type",)
+    doc = "A market-abuse alert (wash trading, rug pull, pump and dump, sybil cluster)."
+
+    alert_id: str = Field(description="Deterministic id of the alert.")
+    activity_id: str = Field(description="The suspicious_activities row this alert is about.")
+    activity_type: str = Field(description="wash_trading, rug_pull, pump_and_dump or sybil_cluster.")
+    chain_id: str = Field(description="CAIP-2 chain id.")
+    confidence_score: float = Field(ge=0, le=100, description="Confidence from 0 to 100.")
+    wallet_addresses: list[str] = Field(default_factory=list, description="Wallets involved.")
+    pool_address: str | None = Field(None, description="Pool involved, if any.")
+    estimated_impact_usd: Numeric | None = Field(None, description="Estimated wash volume or loss in USD.")
+    summary: str = Field(description="One line for a human.")
+    detected_at: EventTime = Field(description="Event time at which the detector fired.")
+
+
+class ComplianceAlert(Contract):
+    """alerts.compliance.v1: a sanctions hit or AML rule hit."""
+
+    event_time_field = "screened_at"
+    key_fields = ("address",)
+    doc = "A compliance alert: sanctions match, exposure or AML rule hit."
+
+    alert_id: str = Field(description="Deterministic id of the alert.")
+    screening_id: str = Field(description="The compliance_screenings row this alert is about.")
+    address: str = Field(description="The screened address.")
+    chain_id: str = Field(description="CAIP-2 chain id.")
+    screening_result: Literal["flagged", "blocked"] = Field(description="flagged (review) or blocked.")
+    rule_id: str = Field(description="Sanctions list or AML rule that hit.")
+    list_version: str | None = Field(None, description="Sanctions list version, for list hits.")
+    risk_score: float = Field(ge=0, le=100, description="Risk score from 0 to 100.")
+    tx_hash: str | None = Field(None, description="The transfer that was screened.")
+    evidence_tx_hashes: list[str] = Field(default_factory=list, description="Evidence transactions.")
+    screened_at: EventTime = Field(description="Event time of the screened transfer.")

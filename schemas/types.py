@@ -1,0 +1,111 @@
+"""Field types shared by every contract: money is Decimal, time is UTC event time.
+
+The annotations carry the BigQuery type (``BQ``) so that Avro, BigQuery JSON and Arrow schemas are
+all generated from the pydantic models in this package, the one source of truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
+
+
+@dataclass(frozen=True)
+class BQ:
+    """The BigQuery column type of a field whose Python type alone is ambiguous."""
+
+    type: str
+
+
+# Events from 1970 or from the far future are corrupt clocks, not markets.
+MIN_EVENT_TIME = datetime(2009, 1, 3, tzinfo=UTC)  # the Bitcoin genesis block
+MAX_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _decimal_in(value: Any) -> Any:
+    # Money travels as a decimal string. A JSON float has already lost precision, and a bool is
+    # an int in Python, so both are refused rather than silently coerced.
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("money must be a decimal string, not a JSON number with a fraction")
+    if isinstance(value, str):
+        try:
+            value = Decimal(value.strip())
+        except InvalidOperation as exc:
+            raise ValueError(f"not a decimal number: {value[:40]!r}") from exc
+    return value
+
+
+def _decimal_finite(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("money must be finite (NaN and Infinity are rejected)")
+    return value
+
+
+def _time_in(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a timestamp cannot be a boolean")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        # Integers are epoch seconds when small and epoch microseconds when large.
+        seconds = value / 1_000_000 if abs(value) > 10**11 else value
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"timestamp out of range: {value}") from exc
+    return value
+
+
+def _time_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (UTC event time)")
+    return value.astimezone(UTC)
+
+
+def _event_time(value: datetime) -> datetime:
+    if not (MIN_EVENT_TIME <= value < MAX_EVENT_TIME):
+        raise ValueError(f"absurd event time {value.isoformat()} (outside 2009-01-03..2100-01-01)")
+    return value
+
+
+Numeric = Annotated[Decimal, BQ("NUMERIC"), BeforeValidator(_decimal_in), AfterValidator(_decimal_finite)]
+"""USD amounts and prices: BigQuery NUMERIC (38 digits, scale 9), decimal string on the wire."""
+
+Timestamp = Annotated[datetime, BQ("TIMESTAMP"), BeforeValidator(_time_in), AfterValidator(_time_utc)]
+"""A UTC instant with microsecond precision (processing times, bookkeeping)."""
+
+EventTime = Annotated[
+    datetime,
+    BQ("TIMESTAMP"),
+    BeforeValidator(_time_in),
+    AfterValidator(_time_utc),
+    AfterValidator(_event_time),
+]
+"""A UTC event time, checked to lie in a plausible range."""
+
+Json = Annotated[str, BQ("JSON")]
+"""A JSON document kept as its text (BigQuery JSON column)."""
+
+TokenRaw = Annotated[str, BQ("STRING")]
+"""A token amount in raw integer units (uint256 fits no numeric type), as a decimal string."""
+
+
+def positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return value
+
+
+def raw_units(value: str) -> str:
+    if not value.isdigit():
+        raise ValueError(f"raw token amount must be a non-negative integer string, got {value[:40]!r}")
+    return value
+
+
+PositiveNumeric = Annotated[Numeric, AfterValidator(positive)]
+RawAmount = Annotated[TokenRaw, AfterValidator(raw_units)]
