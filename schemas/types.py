@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class BQ:
 
     type: str
 
+
+NUMERIC_LIMIT = Decimal("1e29")  # BigQuery NUMERIC holds 29 integer digits
 
 # Events from 1970 or from the far future are corrupt clocks, not markets.
 MIN_EVENT_TIME = datetime(2009, 1, 3, tzinfo=UTC)  # the Bitcoin genesis block
@@ -31,45 +34,49 @@ def _decimal_in(value: Any) -> Any:
     # Money travels as a decimal string. A JSON float has already lost precision, and a bool is
     # an int in Python, so both are refused rather than silently coerced.
     if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a JSON number with a fraction")
+        raise PydanticCustomError("wrong_type", "money must be a decimal string, not a JSON float or bool")
     if isinstance(value, str):
         try:
             value = Decimal(value.strip())
         except InvalidOperation as exc:
-            raise ValueError(f"not a decimal number: {value[:40]!r}") from exc
+            raise PydanticCustomError("wrong_type", "not a decimal number: {v}", {"v": value[:40]}) from exc
     return value
 
 
 def _decimal_finite(value: Decimal) -> Decimal:
     if not value.is_finite():
-        raise ValueError("money must be finite (NaN and Infinity are rejected)")
+        raise PydanticCustomError("not_finite", "money must be finite (NaN and Infinity are rejected)")
+    if abs(value) >= NUMERIC_LIMIT:
+        raise PydanticCustomError("out_of_range", "{v} does not fit BigQuery NUMERIC", {"v": f"{value:.3e}"})
     return value
 
 
 def _time_in(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ValueError("a timestamp cannot be a boolean")
+        raise PydanticCustomError("wrong_type", "a timestamp cannot be a boolean")
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("timestamp must be finite")
+            raise PydanticCustomError("not_finite", "timestamp must be finite")
         # Integers are epoch seconds when small and epoch microseconds when large.
         seconds = value / 1_000_000 if abs(value) > 10**11 else value
         try:
             return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise ValueError(f"timestamp out of range: {value}") from exc
+            raise PydanticCustomError("absurd_timestamp", "timestamp out of range: {v}", {"v": str(value)}) from exc
     return value
 
 
 def _time_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
-        raise ValueError("timestamp must carry a timezone (UTC event time)")
+        raise PydanticCustomError("naive_timestamp", "timestamp must carry a timezone (UTC event time)")
     return value.astimezone(UTC)
 
 
 def _event_time(value: datetime) -> datetime:
     if not (MIN_EVENT_TIME <= value < MAX_EVENT_TIME):
-        raise ValueError(f"absurd event time {value.isoformat()} (outside 2009-01-03..2100-01-01)")
+        raise PydanticCustomError(
+            "absurd_timestamp", "absurd event time {v} (outside 2009-01-03..2100-01-01)", {"v": value.isoformat()}
+        )
     return value
 
 
@@ -97,13 +104,15 @@ TokenRaw = Annotated[str, BQ("STRING")]
 
 def positive(value: Decimal) -> Decimal:
     if value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
+        raise PydanticCustomError("non_positive", "must be > 0, got {v}", {"v": str(value)})
     return value
 
 
 def raw_units(value: str) -> str:
     if not value.isdigit():
-        raise ValueError(f"raw token amount must be a non-negative integer string, got {value[:40]!r}")
+        raise PydanticCustomError(
+            "wrong_type", "raw token amount must be a non-negative integer string, got {v}", {"v": value[:40]}
+        )
     return value
 
 

@@ -1,0 +1,1 @@
+"""Pipelines: graph assembly, local runs, the CLI, the generator and the warehouse."""

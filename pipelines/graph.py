@@ -1,0 +1,75 @@
+"""build(): assemble the transform graph from sources; never runs it.
+
+The graph is the same on every runner: sources (files, TestStream, Pub/Sub) and sinks (Parquet,
+BigQuery, Pub/Sub) are chosen at the edges by the caller. ``build`` returns the PCollections by
+name (table names such as ``prices`` and ``dead_letter``, alert topics such as
+``alerts.margin.v1``, and ``parsed:<topic>``) so tests can assert on them.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.pvalue import PCollection
+
+from pipelines.options import RiskPipelineOptions
+from pipelines.stages import PIPELINE_TOPICS, stages_for
+from schemas.registry import INPUT_TOPICS
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.parse import ParseEvents, stage_label
+
+# Streams whose records carry an ``asset`` that must be priceable.
+ASSET_CHECKED_TOPICS = ("market.prices.v1", "settlements.v1")
+
+
+def topics_for(pipeline: str) -> tuple[str, ...]:
+    if pipeline == "all":
+        return INPUT_TOPICS
+    return PIPELINE_TOPICS[pipeline]
+
+
+def build(pipeline: beam.Pipeline, options, sources: dict[str, PCollection]) -> dict[str, PCollection]:
+    """Wires parsing, every registered stage of the chosen pipeline, and the dead-letter flatten.
+
+    ``sources`` maps an input topic to a PCollection of raw payloads (bytes/str for json and avro,
+    dicts for row). Topics of the chosen pipeline that are missing from ``sources`` are skipped.
+    """
+    opts = options.view_as(RiskPipelineOptions)
+    unknown = set(sources) - set(INPUT_TOPICS)
+    if unknown:
+        raise ValueError(f"unknown input topics {sorted(unknown)}; known: {list(INPUT_TOPICS)}")
+
+    streams: dict[str, PCollection] = {}
+    dead_letters: list[PCollection] = []
+    for topic in topics_for(opts.pipeline):
+        if topic not in sources:
+            continue
+        assets = opts.assets() if topic in ASSET_CHECKED_TOPICS else None
+        parsed = sources[topic] | stage_label(topic) >> ParseEvents(topic, opts.payload_format, assets)
+        streams[topic] = parsed.records
+        dead_letters.append(parsed[DEAD_LETTER_TAG])
+
+    tables: dict[str, list[PCollection]] = {}
+    alerts: dict[str, list[PCollection]] = {}
+    for stage in stages_for(opts.pipeline):
+        if any(name not in streams for name in stage.inputs):
+            continue
+        out = stage.build(streams, options)
+        for name, pcoll in out.tables.items():
+            tables.setdefault(name, []).append(pcoll)
+        for topic, pcoll in out.alerts.items():
+            alerts.setdefault(topic, []).append(pcoll)
+        dead_letters.extend(out.dead_letters)
+        streams.update(out.streams)
+
+    result: dict[str, PCollection] = {f"parsed:{t}": streams[t] for t in INPUT_TOPICS if t in streams}
+    for name, parts in tables.items():
+        result[name] = parts[0] if len(parts) == 1 else parts | f"Flatten_{name}" >> beam.Flatten()
+    for topic, parts in alerts.items():
+        result[topic] = parts[0] if len(parts) == 1 else parts | f"Flatten_{topic}" >> beam.Flatten()
+    # Every dead letter of every step lands in one table.
+    result["dead_letter"] = (
+        dead_letters | "FlattenDeadLetters" >> beam.Flatten()
+        if dead_letters
+        else pipeline | "NoDeadLetters" >> beam.Create([])
+    )
+    return result

@@ -1,0 +1,58 @@
+"""The stage registry: what each pipeline runs, and how later stages plug in.
+
+A stage reads named streams (parsed topics such as ``settlements.v1``, or streams that earlier
+stages provide, such as ``composite_prices``) and returns table rows, alerts, dead letters and
+new streams. ``build()`` wires them in registry order. Adding VaR, margin, a detector or a screen
+means appending a ``Stage`` here: the edges of the graph (sources, parsing, sinks) do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from apache_beam.pvalue import PCollection
+
+from pipelines.options import RiskPipelineOptions
+from transforms.prices import CompositePrices
+
+
+@dataclass
+class StageOutput:
+    tables: dict[str, PCollection] = field(default_factory=dict)  # table name -> row models
+    alerts: dict[str, PCollection] = field(default_factory=dict)  # alert topic -> alert models
+    dead_letters: list[PCollection] = field(default_factory=list)  # DeadLetterRow
+    streams: dict[str, PCollection] = field(default_factory=dict)  # for later stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str  # stable CamelCase step label: streaming updates match steps by it
+    pipelines: frozenset[str]  # named pipelines (besides "all") that include the stage
+    inputs: tuple[str, ...]  # streams it needs; the stage is skipped when one is missing
+    build: Callable[[dict[str, PCollection], Any], StageOutput]
+
+
+def _composite_prices(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    rows = streams["market.prices.v1"] | "CompositePrices" >> CompositePrices(
+        window_seconds=opts.price_window_seconds, max_spread_bps=opts.max_price_spread_bps
+    )
+    return StageOutput(tables={"prices": rows}, streams={"composite_prices": rows})
+
+
+STAGES: list[Stage] = [
+    Stage("CompositePrices", frozenset({"risk"}), ("market.prices.v1",), _composite_prices),
+]
+
+# Topics each named pipeline reads. "all" reads every input topic.
+PIPELINE_TOPICS: dict[str, tuple[str, ...]] = {
+    "risk": ("market.prices.v1", "settlements.v1"),
+    "surveillance": ("market.prices.v1", "dex.trades.v1", "liquidity.v1", "transfers.v1"),
+    "compliance": ("transfers.v1",),
+}
+
+
+def stages_for(pipeline: str) -> list[Stage]:
+    return [s for s in STAGES if pipeline == "all" or pipeline in s.pipelines]

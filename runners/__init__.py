@@ -1,0 +1,1 @@
+"""Where the graph runs: pinned local runner options (and, later, Dataflow deployment)."""

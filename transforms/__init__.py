@@ -1,0 +1,1 @@
+"""Beam transforms and the pure functions they wrap."""
