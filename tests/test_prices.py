@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import apache_beam as beam
@@ -41,7 +41,7 @@ def test_no_observation_gives_no_price():
 
 def _event(i: int, source: str, price: str, second: int) -> PriceEvent:
     return PriceEvent(event_id=f"e{i}", asset="ETH", source=source, price=price,
-                      publish_time=datetime(2025, 1, 6, 0, 0, second, tzinfo=UTC))
+                      publish_time=datetime(2025, 1, 6, tzinfo=UTC) + timedelta(seconds=second))
 
 
 def test_composite_per_minute_window_under_test_stream():
