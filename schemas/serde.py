@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from decimal import ROUND_HALF_EVEN, Decimal
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import fastavro
@@ -35,7 +35,7 @@ def _avro_value(value: Any) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def parsed_avro_schema(model: type[BaseModel]) -> Any:
     return fastavro.parse_schema(avro_record(model, model.__name__))
 

@@ -33,7 +33,7 @@ MAX_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 def _decimal_in(value: Any) -> Any:
     # Money travels as a decimal string. A JSON float has already lost precision, and a bool is
     # an int in Python, so both are refused rather than silently coerced.
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise PydanticCustomError("wrong_type", "money must be a decimal string, not a JSON float or bool")
     if isinstance(value, str):
         try:
