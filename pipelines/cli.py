@@ -46,7 +46,7 @@ def cmd_run(args) -> int:
     from pipelines.local import run_local
 
     report = run_local(args.input_dir, args.output_dir, pipeline=args.pipeline, input_format=args.input_format,
-                       num_workers=args.direct_num_workers)
+                       num_workers=args.direct_num_workers, replay=args.replay)
     print(f"ran pipeline '{report.pipeline}' on {report.input_dir} -> {report.output_dir} "
           f"in {report.wall_seconds:.1f} s")
     _print_accounting(report)
@@ -184,6 +184,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", required=True, help="Where OUT/tables/<table>/ and OUT/alerts/<topic>.jsonl go (replaced).")
     r.add_argument("--input-format", choices=("jsonl", "parquet"), default="jsonl", help="Topic file format (default jsonl).")
     r.add_argument("--direct-num-workers", type=int, default=1, help="Local worker processes (default 1; 2 uses multi-processing).")
+    r.add_argument("--replay", choices=("batch", "stream"), default="batch",
+                   help="batch: read the files on the FnApiRunner (default, fast); stream: replay them through a "
+                        "TestStream on the streaming runner, minute by minute in event time (small inputs).")
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("warehouse", help="Load OUT/tables into OUT/warehouse.duckdb and create the views in sql/.")

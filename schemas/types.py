@@ -51,7 +51,8 @@ def _decimal_finite(value: Decimal) -> Decimal:
     return value
 
 
-def _time_in(value: Any) -> Any:
+def coerce_time(value: Any) -> Any:
+    """Epoch seconds (or microseconds, when huge) to an aware UTC datetime; others unchanged."""
     if isinstance(value, bool):
         raise PydanticCustomError("wrong_type", "a timestamp cannot be a boolean")
     if isinstance(value, int | float):
@@ -83,13 +84,13 @@ def _event_time(value: datetime) -> datetime:
 Numeric = Annotated[Decimal, BQ("NUMERIC"), BeforeValidator(_decimal_in), AfterValidator(_decimal_finite)]
 """USD amounts and prices: BigQuery NUMERIC (38 digits, scale 9), decimal string on the wire."""
 
-Timestamp = Annotated[datetime, BQ("TIMESTAMP"), BeforeValidator(_time_in), AfterValidator(_time_utc)]
+Timestamp = Annotated[datetime, BQ("TIMESTAMP"), BeforeValidator(coerce_time), AfterValidator(_time_utc)]
 """A UTC instant with microsecond precision (processing times, bookkeeping)."""
 
 EventTime = Annotated[
     datetime,
     BQ("TIMESTAMP"),
-    BeforeValidator(_time_in),
+    BeforeValidator(coerce_time),
     AfterValidator(_time_utc),
     AfterValidator(_event_time),
 ]
