@@ -1,12 +1,12 @@
 """``defi-risk``: the command line of the project.
 
-    defi-risk generate --out data/demo --days 7 --accounts 200 --seed 7
-    defi-risk run all --input-dir data/demo --output-dir out/demo
-    defi-risk warehouse --output-dir out/demo
-    defi-risk demo                      # all three, then a summary
-    defi-risk schemas generate|check
-    defi-risk sql "SELECT * FROM risk.latest_prices" --output-dir out/demo
-    defi-risk query latest_prices --output-dir out/demo
+defi-risk generate --out data/demo --days 7 --accounts 200 --seed 7
+defi-risk run all --input-dir data/demo --output-dir out/demo
+defi-risk warehouse --output-dir out/demo
+defi-risk demo                      # all three, then a summary
+defi-risk schemas generate|check
+defi-risk sql "SELECT * FROM risk.latest_prices" --output-dir out/demo
+defi-risk query latest_prices --output-dir out/demo
 """
 
 from __future__ import annotations
@@ -32,11 +32,18 @@ def cmd_generate(args) -> int:
 
     started = time.perf_counter()
     summary = generate(
-        args.out, days=args.days, accounts=args.accounts, seed=args.seed, start=args.start, fmt=args.format,
+        args.out,
+        days=args.days,
+        accounts=args.accounts,
+        seed=args.seed,
+        start=args.start,
+        fmt=args.format,
         progress=lambda msg: print(f"  generate: {msg}", flush=True),
     )
-    print(f"generated {args.days} days x {args.accounts} accounts (seed {args.seed}) in {args.out} "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"generated {args.days} days x {args.accounts} accounts (seed {args.seed}) in {args.out} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     for topic, n in summary.items():
         print(f"  {topic:<24} {n:>10,}")
     return 0
@@ -45,10 +52,18 @@ def cmd_generate(args) -> int:
 def cmd_run(args) -> int:
     from pipelines.local import run_local
 
-    report = run_local(args.input_dir, args.output_dir, pipeline=args.pipeline, input_format=args.input_format,
-                       num_workers=args.direct_num_workers, replay=args.replay)
-    print(f"ran pipeline '{report.pipeline}' on {report.input_dir} -> {report.output_dir} "
-          f"in {report.wall_seconds:.1f} s")
+    report = run_local(
+        args.input_dir,
+        args.output_dir,
+        pipeline=args.pipeline,
+        input_format=args.input_format,
+        num_workers=args.direct_num_workers,
+        replay=args.replay,
+    )
+    print(
+        f"ran pipeline '{report.pipeline}' on {report.input_dir} -> {report.output_dir} "
+        f"in {report.wall_seconds:.1f} s"
+    )
     _print_accounting(report)
     return 0 if report.balanced() else 1
 
@@ -66,7 +81,9 @@ def cmd_warehouse(args) -> int:
     from pipelines.warehouse import build_warehouse
 
     report = build_warehouse(args.output_dir)
-    print(f"warehouse {Path(args.output_dir) / 'warehouse.duckdb'}: {len(report.tables)} tables, {len(report.views)} views")
+    print(
+        f"warehouse {Path(args.output_dir) / 'warehouse.duckdb'}: {len(report.tables)} tables, {len(report.views)} views"
+    )
     for note in report.notes:
         print(f"  note: {note}")
     return 0
@@ -93,7 +110,9 @@ def _print_frame(frame, fmt: str) -> None:
     else:
         import pandas as pd
 
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+        with pd.option_context(
+            "display.max_rows", 200, "display.max_columns", 50, "display.width", 200
+        ):
             print(frame.to_string(index=False))
 
 
@@ -115,7 +134,12 @@ def alert_counts(output_dir: Path) -> Counter:
     for path in sorted((output_dir / "alerts").glob("*.jsonl")):
         for line in path.read_text().splitlines():
             alert = json.loads(line)
-            kind = alert.get("event_type") or alert.get("activity_type") or alert.get("rule_id") or "alert"
+            kind = (
+                alert.get("event_type")
+                or alert.get("activity_type")
+                or alert.get("rule_id")
+                or "alert"
+            )
             counts[(path.stem, kind)] += 1
     return counts
 
@@ -128,9 +152,17 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     data = out / "input"
     t0 = time.perf_counter()
-    print(f"[1/3] generating {args.days} days x {args.accounts} accounts (seed {args.seed}) into {data}", flush=True)
-    counts = generate(data, days=args.days, accounts=args.accounts, seed=args.seed,
-                      progress=lambda msg: print(f"      {msg}", flush=True))
+    print(
+        f"[1/3] generating {args.days} days x {args.accounts} accounts (seed {args.seed}) into {data}",
+        flush=True,
+    )
+    counts = generate(
+        data,
+        days=args.days,
+        accounts=args.accounts,
+        seed=args.seed,
+        progress=lambda msg: print(f"      {msg}", flush=True),
+    )
     t1 = time.perf_counter()
     print(f"[2/3] running pipeline 'all' on the local runner (FnApiRunner) -> {out}", flush=True)
     report = run_local(data, out, pipeline="all", num_workers=args.direct_num_workers)
@@ -140,8 +172,10 @@ def cmd_demo(args) -> int:
     t3 = time.perf_counter()
 
     print("\n=== demo summary ===")
-    print(f"input events: {sum(v for k, v in counts.items() if k in report.topics):,} "
-          f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k in report.topics)})")
+    print(
+        f"input events: {sum(v for k, v in counts.items() if k in report.topics):,} "
+        f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k in report.topics)})"
+    )
     _print_accounting(report)
     print("rows per table:")
     for table, n in wh.tables.items():
@@ -158,63 +192,146 @@ def cmd_demo(args) -> int:
     print(f"views: {len(wh.views)} ({', '.join(wh.views)})")
     for note in wh.notes:
         print(f"    note: {note}")
-    print(f"wall time: generate {t1 - t0:.1f} s, run {t2 - t1:.1f} s, warehouse {t3 - t2:.1f} s, "
-          f"total {t3 - t0:.1f} s")
+    print(
+        f"wall time: generate {t1 - t0:.1f} s, run {t2 - t1:.1f} s, warehouse {t3 - t2:.1f} s, "
+        f"total {t3 - t0:.1f} s"
+    )
     print(f"\nexplore: defi-risk query latest_prices --output-dir {out}")
     return 0 if report.balanced() else 1
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="defi-risk", description="DeFi risk pipelines: generate data, run the graph locally, query the warehouse.")
+    parser = argparse.ArgumentParser(
+        prog="defi-risk",
+        description="DeFi risk pipelines: generate data, run the graph locally, query the warehouse.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Log Beam's INFO messages.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="Write a deterministic synthetic market: one file per topic plus ground_truth.json.")
+    g = sub.add_parser(
+        "generate",
+        help="Write a deterministic synthetic market: one file per topic plus ground_truth.json.",
+    )
     g.add_argument("--out", required=True, help="Output directory.")
-    g.add_argument("--days", type=int, default=7, help="Days of per-minute market data (default 7).")
-    g.add_argument("--accounts", type=int, default=200, help="Number of margin accounts (default 200).")
-    g.add_argument("--seed", type=int, default=7, help="Random seed; the output is identical for a seed (default 7).")
-    g.add_argument("--start", type=_date, default=datetime(2025, 1, 6, tzinfo=UTC), help="First day, YYYY-MM-DD (UTC; default 2025-01-06).")
-    g.add_argument("--format", choices=("jsonl", "parquet", "both"), default="jsonl", help="File format of the topic files (default jsonl).")
+    g.add_argument(
+        "--days", type=int, default=7, help="Days of per-minute market data (default 7)."
+    )
+    g.add_argument(
+        "--accounts", type=int, default=200, help="Number of margin accounts (default 200)."
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="Random seed; the output is identical for a seed (default 7).",
+    )
+    g.add_argument(
+        "--start",
+        type=_date,
+        default=datetime(2025, 1, 6, tzinfo=UTC),
+        help="First day, YYYY-MM-DD (UTC; default 2025-01-06).",
+    )
+    g.add_argument(
+        "--format",
+        choices=("jsonl", "parquet", "both"),
+        default="jsonl",
+        help="File format of the topic files (default jsonl).",
+    )
     g.set_defaults(func=cmd_generate)
 
-    r = sub.add_parser("run", help="Run a pipeline over topic files on the local pinned runner; write Parquet tables and JSONL alerts.")
-    r.add_argument("pipeline", nargs="?", default="all", choices=PIPELINES, help="Which pipeline (default all: every stage in one graph).")
-    r.add_argument("--input-dir", required=True, help="Directory with <topic>.jsonl or <topic>.parquet files.")
-    r.add_argument("--output-dir", required=True, help="Where OUT/tables/<table>/ and OUT/alerts/<topic>.jsonl go (replaced).")
-    r.add_argument("--input-format", choices=("jsonl", "parquet"), default="jsonl", help="Topic file format (default jsonl).")
-    r.add_argument("--direct-num-workers", type=int, default=1, help="Local worker processes (default 1; 2 uses multi-processing).")
-    r.add_argument("--replay", choices=("batch", "stream"), default="batch",
-                   help="batch: read the files on the FnApiRunner (default, fast); stream: replay them through a "
-                        "TestStream on the streaming runner, minute by minute in event time (small inputs).")
+    r = sub.add_parser(
+        "run",
+        help="Run a pipeline over topic files on the local pinned runner; write Parquet tables and JSONL alerts.",
+    )
+    r.add_argument(
+        "pipeline",
+        nargs="?",
+        default="all",
+        choices=PIPELINES,
+        help="Which pipeline (default all: every stage in one graph).",
+    )
+    r.add_argument(
+        "--input-dir", required=True, help="Directory with <topic>.jsonl or <topic>.parquet files."
+    )
+    r.add_argument(
+        "--output-dir",
+        required=True,
+        help="Where OUT/tables/<table>/ and OUT/alerts/<topic>.jsonl go (replaced).",
+    )
+    r.add_argument(
+        "--input-format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="Topic file format (default jsonl).",
+    )
+    r.add_argument(
+        "--direct-num-workers",
+        type=int,
+        default=1,
+        help="Local worker processes (default 1; 2 uses multi-processing).",
+    )
+    r.add_argument(
+        "--replay",
+        choices=("batch", "stream"),
+        default="batch",
+        help="batch: read the files on the FnApiRunner (default, fast); stream: replay them through a "
+        "TestStream on the streaming runner, minute by minute in event time (small inputs).",
+    )
     r.set_defaults(func=cmd_run)
 
-    w = sub.add_parser("warehouse", help="Load OUT/tables into OUT/warehouse.duckdb and create the views in sql/.")
+    w = sub.add_parser(
+        "warehouse", help="Load OUT/tables into OUT/warehouse.duckdb and create the views in sql/."
+    )
     w.add_argument("--output-dir", required=True, help="The output directory of `defi-risk run`.")
     w.set_defaults(func=cmd_warehouse)
 
-    s = sub.add_parser("schemas", help="Generate or check the Avro and BigQuery schemas from the pydantic contracts.")
-    s.add_argument("action", choices=("generate", "check"), help="generate: write schemas/avro and schemas/bigquery; check: fail when stale.")
+    s = sub.add_parser(
+        "schemas",
+        help="Generate or check the Avro and BigQuery schemas from the pydantic contracts.",
+    )
+    s.add_argument(
+        "action",
+        choices=("generate", "check"),
+        help="generate: write schemas/avro and schemas/bigquery; check: fail when stale.",
+    )
     s.set_defaults(func=cmd_schemas)
 
-    d = sub.add_parser("demo", help="generate + run + warehouse, then print a summary (what `make demo` runs).")
+    d = sub.add_parser(
+        "demo", help="generate + run + warehouse, then print a summary (what `make demo` runs)."
+    )
     d.add_argument("--out", default="out/demo", help="Output directory (default out/demo).")
     d.add_argument("--days", type=int, default=7, help="Days of market data (default 7).")
     d.add_argument("--accounts", type=int, default=200, help="Accounts (default 200).")
     d.add_argument("--seed", type=int, default=7, help="Random seed (default 7).")
-    d.add_argument("--direct-num-workers", type=int, default=1, help="Local worker processes (default 1).")
+    d.add_argument(
+        "--direct-num-workers", type=int, default=1, help="Local worker processes (default 1)."
+    )
     d.set_defaults(func=cmd_demo)
 
-    q = sub.add_parser("sql", help="Run BigQuery SQL against the local DuckDB warehouse (transpiled with sqlglot).")
+    q = sub.add_parser(
+        "sql", help="Run BigQuery SQL against the local DuckDB warehouse (transpiled with sqlglot)."
+    )
     q.add_argument("query", help='BigQuery SQL, e.g. "SELECT * FROM risk.latest_prices".')
-    q.add_argument("--output-dir", default="out/demo", help="Directory holding warehouse.duckdb (default out/demo).")
-    q.add_argument("--format", choices=("table", "csv"), default="table", help="Print a table or CSV.")
+    q.add_argument(
+        "--output-dir",
+        default="out/demo",
+        help="Directory holding warehouse.duckdb (default out/demo).",
+    )
+    q.add_argument(
+        "--format", choices=("table", "csv"), default="table", help="Print a table or CSV."
+    )
     q.set_defaults(func=cmd_sql)
 
     v = sub.add_parser("query", help="Print a view of the local warehouse.")
     v.add_argument("view", help="View name, e.g. latest_prices.")
-    v.add_argument("--output-dir", default="out/demo", help="Directory holding warehouse.duckdb (default out/demo).")
-    v.add_argument("--format", choices=("table", "csv"), default="table", help="Print a table or CSV.")
+    v.add_argument(
+        "--output-dir",
+        default="out/demo",
+        help="Directory holding warehouse.duckdb (default out/demo).",
+    )
+    v.add_argument(
+        "--format", choices=("table", "csv"), default="table", help="Print a table or CSV."
+    )
     v.add_argument("--limit", type=int, default=0, help="At most this many rows (0: all).")
     v.set_defaults(func=cmd_query)
     return parser
@@ -222,7 +339,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from pipelines.local import InputError
 
     try:

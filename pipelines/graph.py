@@ -27,7 +27,9 @@ def topics_for(pipeline: str) -> tuple[str, ...]:
     return PIPELINE_TOPICS[pipeline]
 
 
-def build(pipeline: beam.Pipeline, options, sources: dict[str, PCollection]) -> dict[str, PCollection]:
+def build(
+    pipeline: beam.Pipeline, options, sources: dict[str, PCollection]
+) -> dict[str, PCollection]:
     """Wires parsing, every registered stage of the chosen pipeline, and the dead-letter flatten.
 
     ``sources`` maps an input topic to a PCollection of raw payloads (bytes/str for json and avro,
@@ -44,7 +46,9 @@ def build(pipeline: beam.Pipeline, options, sources: dict[str, PCollection]) -> 
         if topic not in sources:
             continue
         assets = opts.assets() if topic in ASSET_CHECKED_TOPICS else None
-        parsed = sources[topic] | stage_label(topic) >> ParseEvents(topic, opts.payload_format, assets)
+        parsed = sources[topic] | stage_label(topic) >> ParseEvents(
+            topic, opts.payload_format, assets
+        )
         streams[topic] = parsed.records
         dead_letters.append(parsed[DEAD_LETTER_TAG])
 
@@ -61,11 +65,15 @@ def build(pipeline: beam.Pipeline, options, sources: dict[str, PCollection]) -> 
         dead_letters.extend(out.dead_letters)
         streams.update(out.streams)
 
-    result: dict[str, PCollection] = {f"parsed:{t}": streams[t] for t in INPUT_TOPICS if t in streams}
+    result: dict[str, PCollection] = {
+        f"parsed:{t}": streams[t] for t in INPUT_TOPICS if t in streams
+    }
     for name, parts in tables.items():
         result[name] = parts[0] if len(parts) == 1 else parts | f"Flatten_{name}" >> beam.Flatten()
     for topic, parts in alerts.items():
-        result[topic] = parts[0] if len(parts) == 1 else parts | f"Flatten_{topic}" >> beam.Flatten()
+        result[topic] = (
+            parts[0] if len(parts) == 1 else parts | f"Flatten_{topic}" >> beam.Flatten()
+        )
     # Every dead letter of every step lands in one table.
     result["dead_letter"] = (
         dead_letters | "FlattenDeadLetters" >> beam.Flatten()

@@ -54,15 +54,21 @@ class RunReport:
         return all(t["in"] == t["out"] + t["dead_letter"] for t in self.topics.values())
 
 
-def find_inputs(input_dir: Path, topics: tuple[str, ...], input_format: str) -> tuple[dict[str, Path], list[str]]:
+def find_inputs(
+    input_dir: Path, topics: tuple[str, ...], input_format: str
+) -> tuple[dict[str, Path], list[str]]:
     if not input_dir.is_dir():
-        raise InputError(f"input directory {input_dir} does not exist; create one with `defi-risk generate --out {input_dir}`")
+        raise InputError(
+            f"input directory {input_dir} does not exist; create one with `defi-risk generate --out {input_dir}`"
+        )
     found, missing = {}, []
     for topic in topics:
         path = input_dir / f"{topic}.{input_format}"
         (found.__setitem__(topic, path) if path.exists() else missing.append(topic))
     if not found:
-        raise InputError(f"no {input_format} topic files in {input_dir} (expected e.g. {topics[0]}.{input_format})")
+        raise InputError(
+            f"no {input_format} topic files in {input_dir} (expected e.g. {topics[0]}.{input_format})"
+        )
     return found, missing
 
 
@@ -94,7 +100,9 @@ def _write_alerts(alerts, topic: str, out_dir: Path, streaming: bool = False):
         | f"Global_{topic}" >> beam.WindowInto(_sink_window(streaming))
         | f"ToJson_{topic}" >> beam.Map(to_json)
         | f"Write_{topic}"
-        >> beam.io.WriteToText(str(out_dir / "alerts" / topic), file_name_suffix=".jsonl", shard_name_template="")
+        >> beam.io.WriteToText(
+            str(out_dir / "alerts" / topic), file_name_suffix=".jsonl", shard_name_template=""
+        )
     )
 
 
@@ -180,9 +188,15 @@ def run_local(
     options = local_pipeline_options(
         streaming=replay == "stream",
         num_workers=num_workers,
-        extra_args=[f"--pipeline={pipeline}", f"--payload_format={payload_format}", *(extra_args or [])],
+        extra_args=[
+            f"--pipeline={pipeline}",
+            f"--payload_format={payload_format}",
+            *(extra_args or []),
+        ],
     )
-    paths, missing = find_inputs(input_dir, topics_for(options.view_as(RiskPipelineOptions).pipeline), input_format)
+    paths, missing = find_inputs(
+        input_dir, topics_for(options.view_as(RiskPipelineOptions).pipeline), input_format
+    )
     for sub in ("tables", "alerts"):  # a rerun replaces the previous output, never appends to it
         shutil.rmtree(output_dir / sub, ignore_errors=True)
         (output_dir / sub).mkdir(parents=True)
@@ -196,7 +210,9 @@ def run_local(
     for topic, path in ({} if replay == "stream" else paths).items():
         if input_format == "jsonl":
             # Bytes, not str: invalid UTF-8 must become a dead letter, not crash the reader.
-            sources[topic] = p | f"Read[{topic}]" >> beam.io.ReadFromText(str(path), coder=beam.coders.BytesCoder())
+            sources[topic] = p | f"Read[{topic}]" >> beam.io.ReadFromText(
+                str(path), coder=beam.coders.BytesCoder()
+            )
         else:
             sources[topic] = p | f"Read[{topic}]" >> ReadFromParquet(str(path))
     outputs = build(p, options, sources)
@@ -208,7 +224,13 @@ def run_local(
             _write_alerts(outputs[topic], topic, output_dir, replay == "stream")
     result = p.run()
     result.wait_until_finish()
-    report = RunReport(pipeline, str(input_dir), str(output_dir), time.perf_counter() - started, missing_topics=missing)
+    report = RunReport(
+        pipeline,
+        str(input_dir),
+        str(output_dir),
+        time.perf_counter() - started,
+        missing_topics=missing,
+    )
     if replay == "stream":
         _count_from_outputs(report, paths, output_dir)
     else:
@@ -240,10 +262,16 @@ def _collect_metrics(result, report: RunReport, paths: dict[str, Path]) -> None:
     counters: dict[str, int] = {}
     for m in result.metrics().query(MetricsFilter().with_namespace("parse"))["counters"]:
         # A counter may be reported once per step instance; the streaming runner commits late.
-        counters[m.key.metric.name] = counters.get(m.key.metric.name, 0) + max(m.committed or 0, m.attempted or 0)
+        counters[m.key.metric.name] = counters.get(m.key.metric.name, 0) + max(
+            m.committed or 0, m.attempted or 0
+        )
     for topic in paths:
         stage = stage_label(topic)
-        dead = {k.split(".dead_letter.", 1)[1]: v for k, v in counters.items() if k.startswith(f"{stage}.dead_letter.")}
+        dead = {
+            k.split(".dead_letter.", 1)[1]: v
+            for k, v in counters.items()
+            if k.startswith(f"{stage}.dead_letter.")
+        }
         report.topics[topic] = {
             "in": counters.get(f"{stage}.in", 0),
             "out": counters.get(f"{stage}.out", 0),

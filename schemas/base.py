@@ -29,5 +29,7 @@ class Contract(BaseModel):
 
 def deterministic_id(*parts: object) -> str:
     """A stable id from key fields, so replays and redeliveries produce the same row ids."""
-    text = "\x1f".join("" if p is None else (p.isoformat() if isinstance(p, datetime) else str(p)) for p in parts)
+    text = "\x1f".join(
+        "" if p is None else (p.isoformat() if isinstance(p, datetime) else str(p)) for p in parts
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -57,10 +57,28 @@ def _resolve(tp: Any, metadata: list[Any]) -> tuple[str, bool, bool, type[BaseMo
         return "string", False, False, None
     for marker in metadata:
         if isinstance(marker, BQ):
-            return {"NUMERIC": "numeric", "TIMESTAMP": "timestamp", "JSON": "json", "STRING": "string"}[marker.type], False, False, None
+            return (
+                {
+                    "NUMERIC": "numeric",
+                    "TIMESTAMP": "timestamp",
+                    "JSON": "json",
+                    "STRING": "string",
+                }[marker.type],
+                False,
+                False,
+                None,
+            )
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "record", False, False, tp
-    simple = {str: "string", int: "int", float: "float", bool: "bool", Decimal: "numeric", datetime: "timestamp", date: "date"}
+    simple = {
+        str: "string",
+        int: "int",
+        float: "float",
+        bool: "bool",
+        Decimal: "numeric",
+        datetime: "timestamp",
+        date: "date",
+    }
     if tp in simple:
         return simple[tp], False, False, None
     raise TypeError(f"unsupported field type {tp!r}")
@@ -101,7 +119,11 @@ def _avro_type(spec: FieldSpec, namespace: str) -> Any:
 def avro_record(model: type[BaseModel], name: str, namespace: str = AVRO_NAMESPACE) -> dict:
     fields = []
     for spec in fields_of(model):
-        field: dict[str, Any] = {"name": spec.name, "type": _avro_type(spec, namespace), "doc": spec.description}
+        field: dict[str, Any] = {
+            "name": spec.name,
+            "type": _avro_type(spec, namespace),
+            "doc": spec.description,
+        }
         if spec.nullable:
             field["default"] = None
         elif spec.repeated:
@@ -117,8 +139,15 @@ def avro_schema(topic: str) -> dict:
 
 # ------------------------------------------------------------------------------------ BigQuery
 _BQ_TYPES = {
-    "string": "STRING", "json": "JSON", "numeric": "NUMERIC", "int": "INT64", "float": "FLOAT64",
-    "bool": "BOOL", "timestamp": "TIMESTAMP", "date": "DATE", "record": "RECORD",
+    "string": "STRING",
+    "json": "JSON",
+    "numeric": "NUMERIC",
+    "int": "INT64",
+    "float": "FLOAT64",
+    "bool": "BOOL",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+    "record": "RECORD",
 }
 
 
@@ -126,7 +155,12 @@ def bigquery_fields(model: type[BaseModel]) -> list[dict]:
     out = []
     for spec in fields_of(model):
         mode = "REPEATED" if spec.repeated else ("NULLABLE" if spec.nullable else "REQUIRED")
-        field: dict[str, Any] = {"name": spec.name, "type": _BQ_TYPES[spec.kind], "mode": mode, "description": spec.description}
+        field: dict[str, Any] = {
+            "name": spec.name,
+            "type": _BQ_TYPES[spec.kind],
+            "mode": mode,
+            "description": spec.description,
+        }
         if spec.kind == "record":
             assert spec.model is not None
             field["fields"] = bigquery_fields(spec.model)
@@ -138,27 +172,46 @@ def bigquery_fields(model: type[BaseModel]) -> list[dict]:
 def _arrow_type(spec: FieldSpec) -> pa.DataType:
     if spec.kind == "record":
         assert spec.model is not None
-        base = pa.struct([pa.field(s.name, _arrow_type(s), nullable=s.nullable or s.repeated) for s in fields_of(spec.model)])
+        base = pa.struct(
+            [
+                pa.field(s.name, _arrow_type(s), nullable=s.nullable or s.repeated)
+                for s in fields_of(spec.model)
+            ]
+        )
     else:
         base = {
-            "string": pa.string(), "json": pa.string(), "numeric": pa.decimal128(38, NUMERIC_SCALE),
-            "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
-            "timestamp": pa.timestamp("us", tz="UTC"), "date": pa.date32(),
+            "string": pa.string(),
+            "json": pa.string(),
+            "numeric": pa.decimal128(38, NUMERIC_SCALE),
+            "int": pa.int64(),
+            "float": pa.float64(),
+            "bool": pa.bool_(),
+            "timestamp": pa.timestamp("us", tz="UTC"),
+            "date": pa.date32(),
         }[spec.kind]
     return pa.list_(base) if spec.repeated else base
 
 
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    return pa.schema([pa.field(s.name, _arrow_type(s), nullable=s.nullable or s.repeated) for s in fields_of(model)])
+    return pa.schema(
+        [
+            pa.field(s.name, _arrow_type(s), nullable=s.nullable or s.repeated)
+            for s in fields_of(model)
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------- generation
 def rendered_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for topic in TOPICS:
-        files[SCHEMA_DIR / "avro" / f"{avro_name(topic)}.avsc"] = json.dumps(avro_schema(topic), indent=2) + "\n"
+        files[SCHEMA_DIR / "avro" / f"{avro_name(topic)}.avsc"] = (
+            json.dumps(avro_schema(topic), indent=2) + "\n"
+        )
     for table, model in TABLES.items():
-        files[SCHEMA_DIR / "bigquery" / f"{table}.json"] = json.dumps(bigquery_fields(model), indent=2) + "\n"
+        files[SCHEMA_DIR / "bigquery" / f"{table}.json"] = (
+            json.dumps(bigquery_fields(model), indent=2) + "\n"
+        )
     return files
 
 

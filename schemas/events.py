@@ -19,15 +19,28 @@ class PriceEvent(Contract):
     key_fields = ("asset", "source")
     doc = "A normalised price of one asset from one source (Chainlink, Pyth, DEX, CEX)."
 
-    event_id: str = Field(description="Unique id of this price update (deterministic per source and round).")
+    event_id: str = Field(
+        description="Unique id of this price update (deterministic per source and round)."
+    )
     asset: str = Field(description="Asset symbol, e.g. BTC, ETH, USDC.")
     quote: str = Field("USD", description="Quote currency of the price.")
-    source: Literal["chainlink", "pyth", "dex", "cex"] = Field(description="Where the price came from.")
+    source: Literal["chainlink", "pyth", "dex", "cex"] = Field(
+        description="Where the price came from."
+    )
     price: PositiveNumeric = Field(description="Price of one unit of asset in quote, as a decimal.")
-    confidence: Numeric | None = Field(None, description="Pyth confidence interval (same units as price); null for sources without one.")
-    publish_time: EventTime = Field(description="When the source published the price (UTC event time).")
-    feed_id: str | None = Field(None, description="Chainlink aggregator proxy address or Pyth price feed id.")
-    round_id: str | None = Field(None, description="Chainlink roundId incl. phase bits, as a decimal string; null for Pyth.")
+    confidence: Numeric | None = Field(
+        None,
+        description="Pyth confidence interval (same units as price); null for sources without one.",
+    )
+    publish_time: EventTime = Field(
+        description="When the source published the price (UTC event time)."
+    )
+    feed_id: str | None = Field(
+        None, description="Chainlink aggregator proxy address or Pyth price feed id."
+    )
+    round_id: str | None = Field(
+        None, description="Chainlink roundId incl. phase bits, as a decimal string; null for Pyth."
+    )
     chain_id: str | None = Field(None, description="CAIP-2 chain id of the feed, e.g. eip155:1.")
 
 
@@ -39,16 +52,24 @@ class Settlement(Contract):
 
     event_time_field = "event_time"
     key_fields = ("account_id", "asset")
-    doc = "A settled position change of one account: deposit, withdraw, borrow, repay or liquidation."
+    doc = (
+        "A settled position change of one account: deposit, withdraw, borrow, repay or liquidation."
+    )
 
     event_id: str = Field(description="Unique id of the settlement; updates are idempotent by it.")
-    account_id: str = Field(description="The account (wallet or sub-account) the settlement belongs to.")
+    account_id: str = Field(
+        description="The account (wallet or sub-account) the settlement belongs to."
+    )
     venue: str = Field(description="Lending venue, e.g. aave_v3, compound_v3, maker.")
     chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
-    kind: SettlementKind = Field(description="deposit/withdraw change collateral; borrow/repay change debt; liquidation seizes collateral.")
+    kind: SettlementKind = Field(
+        description="deposit/withdraw change collateral; borrow/repay change debt; liquidation seizes collateral."
+    )
     asset: str = Field(description="Asset symbol of the amount.")
     amount_raw: RawAmount = Field(description="Amount in the token's raw integer units.")
-    decimals: int = Field(ge=0, le=36, description="Token decimals: amount = amount_raw / 10**decimals.")
+    decimals: int = Field(
+        ge=0, le=36, description="Token decimals: amount = amount_raw / 10**decimals."
+    )
     tx_hash: str | None = Field(None, description="Transaction hash, when settled on chain.")
     block_number: int | None = Field(None, ge=0, description="Block number, when settled on chain.")
     event_time: EventTime = Field(description="When the settlement happened (UTC event time).")
@@ -76,7 +97,9 @@ class DexTrade(Contract):
     amount_out_raw: RawAmount = Field(description="Amount bought, raw integer units.")
     decimals_in: int = Field(ge=0, le=36, description="Decimals of token_in.")
     decimals_out: int = Field(ge=0, le=36, description="Decimals of token_out.")
-    amount_usd: Numeric | None = Field(None, description="USD value of the trade at trade time, when priced.")
+    amount_usd: Numeric | None = Field(
+        None, description="USD value of the trade at trade time, when priced."
+    )
     event_time: EventTime = Field(description="Block time of the swap (UTC event time).")
 
 
@@ -94,14 +117,22 @@ class LiquidityEvent(Contract):
     tx_hash: str = Field(description="Transaction hash.")
     block_number: int = Field(ge=0, description="Block number.")
     log_index: int = Field(ge=0, description="Log index in the block.")
-    sender: str = Field(description="Address that caused the event (LP provider for mint/burn, deployer for create).")
+    sender: str = Field(
+        description="Address that caused the event (LP provider for mint/burn, deployer for create)."
+    )
     token0: str = Field(description="Symbol of token0 of the pair.")
     token1: str = Field(description="Symbol of token1 of the pair (the quote token).")
-    amount0_raw: RawAmount = Field(description="token0 amount added/removed (mint/burn) or new reserve0 (sync), raw units.")
-    amount1_raw: RawAmount = Field(description="token1 amount added/removed (mint/burn) or new reserve1 (sync), raw units.")
+    amount0_raw: RawAmount = Field(
+        description="token0 amount added/removed (mint/burn) or new reserve0 (sync), raw units."
+    )
+    amount1_raw: RawAmount = Field(
+        description="token1 amount added/removed (mint/burn) or new reserve1 (sync), raw units."
+    )
     decimals0: int = Field(ge=0, le=36, description="Decimals of token0.")
     decimals1: int = Field(ge=0, le=36, description="Decimals of token1.")
-    liquidity_raw: RawAmount | None = Field(None, description="LP tokens minted or burned (mint/burn), raw units.")
+    liquidity_raw: RawAmount | None = Field(
+        None, description="LP tokens minted or burned (mint/burn), raw units."
+    )
     event_time: EventTime = Field(description="Block time (UTC event time).")
 
 
@@ -113,7 +144,10 @@ class Transfer(Contract):
     doc = "A transfer of a token or native coin between two addresses."
 
     event_id: str = Field(description="Unique id: chain, tx hash and log index.")
-    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id (eip155:1 Ethereum, eip155:42161 Arbitrum, tron:mainnet, ...).")
+    chain_id: str = Field(
+        EVM_CHAIN,
+        description="CAIP-2 chain id (eip155:1 Ethereum, eip155:42161 Arbitrum, tron:mainnet, ...).",
+    )
     tx_hash: str = Field(description="Transaction hash.")
     block_number: int = Field(ge=0, description="Block number.")
     log_index: int = Field(ge=0, description="Log index (0 for native transfers).")
@@ -134,15 +168,23 @@ class MarginAlert(Contract):
     key_fields = ("account_id", "event_type")
     doc = "A margin alert: margin call, liquidation or recovery of one account."
 
-    alert_id: str = Field(description="Deterministic id: hash of account, event type and event time.")
+    alert_id: str = Field(
+        description="Deterministic id: hash of account, event type and event time."
+    )
     account_id: str = Field(description="The account.")
-    event_type: Literal["margin_call", "liquidation", "recovered"] = Field(description="What happened.")
+    event_type: Literal["margin_call", "liquidation", "recovered"] = Field(
+        description="What happened."
+    )
     zone: str = Field(description="The zone the account entered.")
     previous_zone: str | None = Field(None, description="The zone it left.")
-    health_score: Numeric | None = Field(None, description="Margin health (collateral - borrow) / borrow * 100.")
+    health_score: Numeric | None = Field(
+        None, description="Margin health (collateral - borrow) / borrow * 100."
+    )
     collateral_usd: Numeric = Field(description="Collateral value in USD.")
     borrow_usd: Numeric = Field(description="Debt value in USD.")
-    price_status: str = Field(description="Status of the prices used: ok, degraded or price_unavailable.")
+    price_status: str = Field(
+        description="Status of the prices used: ok, degraded or price_unavailable."
+    )
     event_ts: EventTime = Field(description="Event time of the update that caused the alert.")
 
 
@@ -155,12 +197,16 @@ class SurveillanceAlert(Contract):
 
     alert_id: str = Field(description="Deterministic id of the alert.")
     activity_id: str = Field(description="The suspicious_activities row this alert is about.")
-    activity_type: str = Field(description="wash_trading, rug_pull, pump_and_dump or sybil_cluster.")
+    activity_type: str = Field(
+        description="wash_trading, rug_pull, pump_and_dump or sybil_cluster."
+    )
     chain_id: str = Field(description="CAIP-2 chain id.")
     confidence_score: float = Field(ge=0, le=100, description="Confidence from 0 to 100.")
     wallet_addresses: list[str] = Field(default_factory=list, description="Wallets involved.")
     pool_address: str | None = Field(None, description="Pool involved, if any.")
-    estimated_impact_usd: Numeric | None = Field(None, description="Estimated wash volume or loss in USD.")
+    estimated_impact_usd: Numeric | None = Field(
+        None, description="Estimated wash volume or loss in USD."
+    )
     summary: str = Field(description="One line for a human.")
     detected_at: EventTime = Field(description="Event time at which the detector fired.")
 
@@ -176,10 +222,14 @@ class ComplianceAlert(Contract):
     screening_id: str = Field(description="The compliance_screenings row this alert is about.")
     address: str = Field(description="The screened address.")
     chain_id: str = Field(description="CAIP-2 chain id.")
-    screening_result: Literal["flagged", "blocked"] = Field(description="flagged (review) or blocked.")
+    screening_result: Literal["flagged", "blocked"] = Field(
+        description="flagged (review) or blocked."
+    )
     rule_id: str = Field(description="Sanctions list or AML rule that hit.")
     list_version: str | None = Field(None, description="Sanctions list version, for list hits.")
     risk_score: float = Field(ge=0, le=100, description="Risk score from 0 to 100.")
     tx_hash: str | None = Field(None, description="The transfer that was screened.")
-    evidence_tx_hashes: list[str] = Field(default_factory=list, description="Evidence transactions.")
+    evidence_tx_hashes: list[str] = Field(
+        default_factory=list, description="Evidence transactions."
+    )
     screened_at: EventTime = Field(description="Event time of the screened transfer.")

@@ -16,7 +16,13 @@ TOPICS: dict[str, type[Contract]] = {
     "alerts.compliance.v1": events.ComplianceAlert,
 }
 
-INPUT_TOPICS = ("market.prices.v1", "settlements.v1", "dex.trades.v1", "liquidity.v1", "transfers.v1")
+INPUT_TOPICS = (
+    "market.prices.v1",
+    "settlements.v1",
+    "dex.trades.v1",
+    "liquidity.v1",
+    "transfers.v1",
+)
 ALERT_TOPICS = ("alerts.margin.v1", "alerts.surveillance.v1", "alerts.compliance.v1")
 
 TABLES: dict[str, type[Contract]] = {

@@ -23,13 +23,23 @@ class PriceRow(Contract):
     price_id: str = Field(description="Deterministic id: hash of asset and window end.")
     asset: str = Field(description="Asset symbol.")
     quote: str = Field("USD", description="Quote currency.")
-    price: Numeric | None = Field(description="Composite price; null when status is price_unavailable.")
-    status: Literal["ok", "degraded", "price_unavailable"] = Field(description="ok, degraded (a source was set aside) or price_unavailable.")
+    price: Numeric | None = Field(
+        description="Composite price; null when status is price_unavailable."
+    )
+    status: Literal["ok", "degraded", "price_unavailable"] = Field(
+        description="ok, degraded (a source was set aside) or price_unavailable."
+    )
     n_sources: int = Field(ge=0, description="Number of valid source observations used.")
-    sources: list[str] = Field(default_factory=list, description="Sources used, e.g. chainlink, pyth.")
-    spread_bps: float | None = Field(None, description="(max - min) / median of the source prices, in basis points.")
+    sources: list[str] = Field(
+        default_factory=list, description="Sources used, e.g. chainlink, pyth."
+    )
+    spread_bps: float | None = Field(
+        None, description="(max - min) / median of the source prices, in basis points."
+    )
     window_start: Timestamp = Field(description="Start of the composite window (inclusive).")
-    event_time: EventTime = Field(description="End of the composite window: the time the price is valid for.")
+    event_time: EventTime = Field(
+        description="End of the composite window: the time the price is valid for."
+    )
 
 
 class PortfolioVarRow(Contract):
@@ -37,7 +47,9 @@ class PortfolioVarRow(Contract):
     key_fields = ("account_id", "method")
     doc = "Value at risk and expected shortfall of one account's portfolio."
 
-    var_id: str = Field(description="Deterministic id: hash of account, as_of, method, level and horizon.")
+    var_id: str = Field(
+        description="Deterministic id: hash of account, as_of, method, level and horizon."
+    )
     account_id: str = Field(description="The account.")
     as_of: EventTime = Field(description="Valuation time (end of the return window).")
     method: str = Field(description="historical, parametric, filtered_historical or monte_carlo.")
@@ -67,16 +79,24 @@ class VarBacktestRow(Contract):
     kupiec_lr: float | None = Field(None, description="Kupiec proportion-of-failures LR statistic.")
     kupiec_pvalue: float | None = Field(None, description="p-value of the Kupiec test.")
     christoffersen_lr_ind: float | None = Field(None, description="Christoffersen independence LR.")
-    christoffersen_lr_cc: float | None = Field(None, description="Christoffersen conditional coverage LR.")
-    traffic_light: Literal["green", "yellow", "red"] | None = Field(None, description="Basel traffic-light zone.")
+    christoffersen_lr_cc: float | None = Field(
+        None, description="Christoffersen conditional coverage LR."
+    )
+    traffic_light: Literal["green", "yellow", "red"] | None = Field(
+        None, description="Basel traffic-light zone."
+    )
 
 
 class LiquidationPrice(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     asset: str = Field(description="Collateral asset.")
-    liquidation_price: Numeric | None = Field(None, description="Price of the asset at which health reaches the liquidation threshold.")
-    margin_call_price: Numeric | None = Field(None, description="Price at which health reaches the margin-call threshold.")
+    liquidation_price: Numeric | None = Field(
+        None, description="Price of the asset at which health reaches the liquidation threshold."
+    )
+    margin_call_price: Numeric | None = Field(
+        None, description="Price at which health reaches the margin-call threshold."
+    )
 
 
 class MarginHealthRow(Contract):
@@ -89,10 +109,19 @@ class MarginHealthRow(Contract):
     event_ts: EventTime = Field(description="Event time of the update.")
     collateral_usd: Numeric = Field(description="Collateral value in USD.")
     borrow_usd: Numeric = Field(description="Debt value in USD.")
-    health_score: Numeric | None = Field(None, description="(collateral - borrow) / borrow * 100; null with no borrow.")
-    zone: Literal["no_debt", "healthy", "warning", "margin_call", "liquidation"] = Field(description="Health zone.")
-    liquidation_prices: list[LiquidationPrice] = Field(default_factory=list, description="Per collateral asset: liquidation and margin-call prices.")
-    price_status: str = Field(description="Worst status of the prices used: ok, degraded or price_unavailable.")
+    health_score: Numeric | None = Field(
+        None, description="(collateral - borrow) / borrow * 100; null with no borrow."
+    )
+    zone: Literal["no_debt", "healthy", "warning", "margin_call", "liquidation"] = Field(
+        description="Health zone."
+    )
+    liquidation_prices: list[LiquidationPrice] = Field(
+        default_factory=list,
+        description="Per collateral asset: liquidation and margin-call prices.",
+    )
+    price_status: str = Field(
+        description="Worst status of the prices used: ok, degraded or price_unavailable."
+    )
 
 
 class MarginEventRow(Contract):
@@ -102,7 +131,9 @@ class MarginEventRow(Contract):
 
     alert_id: str = Field(description="Deterministic id: hash of account, event type and event_ts.")
     account_id: str = Field(description="The account.")
-    event_type: Literal["margin_call", "liquidation", "recovered"] = Field(description="Transition type.")
+    event_type: Literal["margin_call", "liquidation", "recovered"] = Field(
+        description="Transition type."
+    )
     zone: str = Field(description="Zone entered.")
     previous_zone: str | None = Field(None, description="Zone left.")
     health_score: Numeric | None = Field(None, description="Health at the transition.")
@@ -116,14 +147,22 @@ class SuspiciousActivityRow(Contract):
     doc = "A market-abuse finding with its evidence (product spec DDL)."
 
     activity_id: str = Field(description="Deterministic id of the finding.")
-    activity_type: Literal["wash_trading", "rug_pull", "pump_and_dump", "sybil_cluster"] = Field(description="Kind of abuse.")
+    activity_type: Literal["wash_trading", "rug_pull", "pump_and_dump", "sybil_cluster"] = Field(
+        description="Kind of abuse."
+    )
     chain_id: str = Field(description="CAIP-2 chain id.")
     wallet_addresses: list[str] = Field(default_factory=list, description="Wallets involved.")
     token_address: str | None = Field(None, description="Token involved, if any.")
     pool_address: str | None = Field(None, description="Pool involved, if any.")
-    confidence_score: float = Field(ge=0, le=100, description="Confidence from 0 to 100 built from the signals.")
-    estimated_impact_usd: Numeric | None = Field(None, description="Estimated wash volume or investor loss in USD.")
-    evidence_tx_hashes: list[str] = Field(default_factory=list, description="Transactions that evidence the finding.")
+    confidence_score: float = Field(
+        ge=0, le=100, description="Confidence from 0 to 100 built from the signals."
+    )
+    estimated_impact_usd: Numeric | None = Field(
+        None, description="Estimated wash volume or investor loss in USD."
+    )
+    evidence_tx_hashes: list[str] = Field(
+        default_factory=list, description="Transactions that evidence the finding."
+    )
     evidence_metrics: Json = Field(description="JSON: each signal's value and threshold.")
     window_start: Timestamp | None = Field(None, description="Start of the detection window.")
     window_end: Timestamp | None = Field(None, description="End of the detection window.")
@@ -139,13 +178,19 @@ class ComplianceScreeningRow(Contract):
     screening_id: str = Field(description="Deterministic id: hash of transfer, address and rule.")
     address: str = Field(description="Screened address, normalised for its chain.")
     chain_id: str = Field(description="CAIP-2 chain id.")
-    screening_type: Literal["sanctions", "exposure", "aml", "policy"] = Field(description="What screened it.")
-    screening_result: Literal["clear", "flagged", "blocked"] = Field(description="clear, flagged (review) or blocked.")
+    screening_type: Literal["sanctions", "exposure", "aml", "policy"] = Field(
+        description="What screened it."
+    )
+    screening_result: Literal["clear", "flagged", "blocked"] = Field(
+        description="clear, flagged (review) or blocked."
+    )
     rule_id: str | None = Field(None, description="Sanctions list or AML rule id.")
     list_version: str | None = Field(None, description="Sanctions list version used.")
     matched_entity: str | None = Field(None, description="Name of the listed party matched.")
     risk_score: float = Field(ge=0, le=100, description="Risk score from 0 to 100.")
-    hop_distance: int | None = Field(None, ge=0, description="0 for a direct hit, 1 or 2 for exposure.")
+    hop_distance: int | None = Field(
+        None, ge=0, description="0 for a direct hit, 1 or 2 for exposure."
+    )
     tx_hash: str | None = Field(None, description="Transfer screened.")
     evidence: Json | None = Field(None, description="JSON evidence: path, parameters, window.")
     screened_at: EventTime = Field(description="Event time of the screened transfer.")
@@ -154,7 +199,9 @@ class ComplianceScreeningRow(Contract):
 class RiskFactor(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    factor: str = Field(description="Risk factor name, e.g. audit, tvl_concentration, exploit_history.")
+    factor: str = Field(
+        description="Risk factor name, e.g. audit, tvl_concentration, exploit_history."
+    )
     score: float = Field(ge=0, le=100, description="Factor score from 0 (safe) to 100 (risky).")
     weight: float = Field(ge=0, le=1, description="Weight in the overall score.")
     details: str | None = Field(None, description="Explanation.")
@@ -165,12 +212,18 @@ class ProtocolRiskAssessmentRow(Contract):
     key_fields = ("protocol_name", "chain_id")
     doc = "Daily risk assessment of a DeFi protocol (product spec DDL)."
 
-    assessment_id: str = Field(description="Deterministic id: hash of protocol, chain and assessed_at.")
+    assessment_id: str = Field(
+        description="Deterministic id: hash of protocol, chain and assessed_at."
+    )
     protocol_name: str = Field(description="Protocol name, e.g. Aave V3.")
     protocol_address: str | None = Field(None, description="Main contract address.")
     chain_id: str = Field(description="CAIP-2 chain id.")
-    overall_risk_score: float = Field(ge=0, le=100, description="Weighted risk score from 0 to 100.")
-    risk_level: Literal["low", "medium", "high", "critical"] = Field(description="Bucket of the overall score.")
+    overall_risk_score: float = Field(
+        ge=0, le=100, description="Weighted risk score from 0 to 100."
+    )
+    risk_level: Literal["low", "medium", "high", "critical"] = Field(
+        description="Bucket of the overall score."
+    )
     risk_factors: list[RiskFactor] = Field(default_factory=list, description="The scored factors.")
     tvl_usd: Numeric | None = Field(None, description="Total value locked in USD.")
     methodology_version: str = Field(description="Version of the scoring methodology.")
@@ -186,11 +239,15 @@ class SmartContractVulnerabilityRow(Contract):
     contract_address: str = Field(description="Affected contract.")
     chain_id: str = Field(description="CAIP-2 chain id.")
     protocol_name: str | None = Field(None, description="Protocol the contract belongs to.")
-    vulnerability_type: str = Field(description="e.g. reentrancy, oracle_manipulation, access_control.")
+    vulnerability_type: str = Field(
+        description="e.g. reentrancy, oracle_manipulation, access_control."
+    )
     severity: Literal["low", "medium", "high", "critical"] = Field(description="Severity.")
     description: str | None = Field(None, description="What is wrong.")
     source: str = Field(description="Where it is known from, e.g. DeFiHackLabs, static analysis.")
-    loss_usd: Numeric | None = Field(None, description="Loss in USD, for exploited vulnerabilities.")
+    loss_usd: Numeric | None = Field(
+        None, description="Loss in USD, for exploited vulnerabilities."
+    )
     status: Literal["open", "mitigated", "exploited"] = Field(description="Status.")
     detected_at: EventTime = Field(description="When it was detected or exploited.")
 
@@ -205,7 +262,13 @@ class DeadLetterRow(Contract):
     stage: str = Field(description="Pipeline step that rejected it, e.g. ParsePrices.")
     error_reason: str = Field(description="Short reason code, counted by a Beam counter.")
     error: str = Field(description="The error message.")
-    raw_payload: str = Field(description="The payload as received (UTF-8 text, or base64 when binary).")
-    payload_encoding: Literal["utf-8", "base64", "json"] = Field(description="How raw_payload is encoded.")
+    raw_payload: str = Field(
+        description="The payload as received (UTF-8 text, or base64 when binary)."
+    )
+    payload_encoding: Literal["utf-8", "base64", "json"] = Field(
+        description="How raw_payload is encoded."
+    )
     event_time: Timestamp | None = Field(None, description="Event time, when it could be read.")
-    processing_time: Timestamp = Field(description="Wall-clock time of the rejection (not event time).")
+    processing_time: Timestamp = Field(
+        description="Wall-clock time of the rejection (not event time)."
+    )

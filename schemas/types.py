@@ -34,20 +34,28 @@ def _decimal_in(value: Any) -> Any:
     # Money travels as a decimal string. A JSON float has already lost precision, and a bool is
     # an int in Python, so both are refused rather than silently coerced.
     if isinstance(value, (bool, float)):
-        raise PydanticCustomError("wrong_type", "money must be a decimal string, not a JSON float or bool")
+        raise PydanticCustomError(
+            "wrong_type", "money must be a decimal string, not a JSON float or bool"
+        )
     if isinstance(value, str):
         try:
             value = Decimal(value.strip())
         except InvalidOperation as exc:
-            raise PydanticCustomError("wrong_type", "not a decimal number: {v}", {"v": value[:40]}) from exc
+            raise PydanticCustomError(
+                "wrong_type", "not a decimal number: {v}", {"v": value[:40]}
+            ) from exc
     return value
 
 
 def _decimal_finite(value: Decimal) -> Decimal:
     if not value.is_finite():
-        raise PydanticCustomError("not_finite", "money must be finite (NaN and Infinity are rejected)")
+        raise PydanticCustomError(
+            "not_finite", "money must be finite (NaN and Infinity are rejected)"
+        )
     if abs(value) >= NUMERIC_LIMIT:
-        raise PydanticCustomError("out_of_range", "{v} does not fit BigQuery NUMERIC", {"v": f"{value:.3e}"})
+        raise PydanticCustomError(
+            "out_of_range", "{v} does not fit BigQuery NUMERIC", {"v": f"{value:.3e}"}
+        )
     return value
 
 
@@ -63,28 +71,38 @@ def coerce_time(value: Any) -> Any:
         try:
             return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise PydanticCustomError("absurd_timestamp", "timestamp out of range: {v}", {"v": str(value)}) from exc
+            raise PydanticCustomError(
+                "absurd_timestamp", "timestamp out of range: {v}", {"v": str(value)}
+            ) from exc
     return value
 
 
 def _time_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
-        raise PydanticCustomError("naive_timestamp", "timestamp must carry a timezone (UTC event time)")
+        raise PydanticCustomError(
+            "naive_timestamp", "timestamp must carry a timezone (UTC event time)"
+        )
     return value.astimezone(UTC)
 
 
 def _event_time(value: datetime) -> datetime:
     if not (MIN_EVENT_TIME <= value < MAX_EVENT_TIME):
         raise PydanticCustomError(
-            "absurd_timestamp", "absurd event time {v} (outside 2009-01-03..2100-01-01)", {"v": value.isoformat()}
+            "absurd_timestamp",
+            "absurd event time {v} (outside 2009-01-03..2100-01-01)",
+            {"v": value.isoformat()},
         )
     return value
 
 
-Numeric = Annotated[Decimal, BQ("NUMERIC"), BeforeValidator(_decimal_in), AfterValidator(_decimal_finite)]
+Numeric = Annotated[
+    Decimal, BQ("NUMERIC"), BeforeValidator(_decimal_in), AfterValidator(_decimal_finite)
+]
 """USD amounts and prices: BigQuery NUMERIC (38 digits, scale 9), decimal string on the wire."""
 
-Timestamp = Annotated[datetime, BQ("TIMESTAMP"), BeforeValidator(coerce_time), AfterValidator(_time_utc)]
+Timestamp = Annotated[
+    datetime, BQ("TIMESTAMP"), BeforeValidator(coerce_time), AfterValidator(_time_utc)
+]
 """A UTC instant with microsecond precision (processing times, bookkeeping)."""
 
 EventTime = Annotated[
@@ -112,7 +130,9 @@ def positive(value: Decimal) -> Decimal:
 def raw_units(value: str) -> str:
     if not value.isdigit():
         raise PydanticCustomError(
-            "wrong_type", "raw token amount must be a non-negative integer string, got {v}", {"v": value[:40]}
+            "wrong_type",
+            "raw token amount must be a non-negative integer string, got {v}",
+            {"v": value[:40]},
         )
     return value
 

@@ -17,35 +17,73 @@ T = 1736121600  # 2025-01-06T00:00:00Z
 
 
 def price(i: int, source: str, value: str, second: int, asset: str = "ETH") -> bytes:
-    return json.dumps({"event_id": f"p{i}", "asset": asset, "source": source, "price": value,
-                       "publish_time": T + second}).encode()
+    return json.dumps(
+        {
+            "event_id": f"p{i}",
+            "asset": asset,
+            "source": source,
+            "price": value,
+            "publish_time": T + second,
+        }
+    ).encode()
 
 
 def settlement(i: int, kind: str, second: int) -> bytes:
-    return json.dumps({"event_id": f"s{i}", "account_id": "acct-1", "venue": "aave_v3", "kind": kind, "asset": "ETH",
-                       "amount_raw": "1000000000000000000", "decimals": 18, "event_time": T + second}).encode()
+    return json.dumps(
+        {
+            "event_id": f"s{i}",
+            "account_id": "acct-1",
+            "venue": "aave_v3",
+            "kind": kind,
+            "asset": "ETH",
+            "amount_raw": "1000000000000000000",
+            "decimals": 18,
+            "event_time": T + second,
+        }
+    ).encode()
 
 
 def test_streaming_graph_on_test_stream_sources():
     # One TestStream with a tag per topic: the DirectRunner drives one watermark per TestStream.
     P, S = "market.prices.v1", "settlements.v1"
-    stream = (TestStream(output_tags={P, S}).advance_watermark_to(T, tag=P).advance_watermark_to(T, tag=S)
-              .add_elements([price(1, "chainlink", "3000", 5), price(2, "pyth", "3002", 30)], tag=P)
-              .add_elements([settlement(1, "deposit", 10), settlement(2, "teleport", 20)], tag=S)
-              .add_elements([b"{oops", price(3, "pyth", "-1", 40)], tag=P)
-              .advance_watermark_to(T + 120, tag=P).advance_watermark_to(T + 120, tag=S)
-              .add_elements([price(4, "pyth", "3010", 130)], tag=P)
-              .advance_watermark_to_infinity(tag=P).advance_watermark_to_infinity(tag=S))
+    stream = (
+        TestStream(output_tags={P, S})
+        .advance_watermark_to(T, tag=P)
+        .advance_watermark_to(T, tag=S)
+        .add_elements([price(1, "chainlink", "3000", 5), price(2, "pyth", "3002", 30)], tag=P)
+        .add_elements([settlement(1, "deposit", 10), settlement(2, "teleport", 20)], tag=S)
+        .add_elements([b"{oops", price(3, "pyth", "-1", 40)], tag=P)
+        .advance_watermark_to(T + 120, tag=P)
+        .advance_watermark_to(T + 120, tag=S)
+        .add_elements([price(4, "pyth", "3010", 130)], tag=P)
+        .advance_watermark_to_infinity(tag=P)
+        .advance_watermark_to_infinity(tag=S)
+    )
     opts = local_pipeline_options(streaming=True, extra_args=["--pipeline=risk"])
     with beam.Pipeline(options=opts) as p:
         sources = p | stream
         out = build(p, opts, {P: sources[P], S: sources[S]})
-        assert_that(out["prices"] | beam.Map(lambda r: (r.asset, str(r.price), r.n_sources)),
-                    equal_to([("ETH", "3001", 2), ("ETH", "3010", 1)]), label="Prices")
-        assert_that(out["dead_letter"] | beam.Map(lambda d: (d.stage, d.error_reason)),
-                    equal_to([("ParsePrices", "invalid_json"), ("ParsePrices", "non_positive_price"),
-                              ("ParseSettlements", "wrong_type")]), label="DeadLetters")
-        assert_that(out["parsed:settlements.v1"] | beam.Map(lambda s: s.event_id), equal_to(["s1"]), label="Settlements")
+        assert_that(
+            out["prices"] | beam.Map(lambda r: (r.asset, str(r.price), r.n_sources)),
+            equal_to([("ETH", "3001", 2), ("ETH", "3010", 1)]),
+            label="Prices",
+        )
+        assert_that(
+            out["dead_letter"] | beam.Map(lambda d: (d.stage, d.error_reason)),
+            equal_to(
+                [
+                    ("ParsePrices", "invalid_json"),
+                    ("ParsePrices", "non_positive_price"),
+                    ("ParseSettlements", "wrong_type"),
+                ]
+            ),
+            label="DeadLetters",
+        )
+        assert_that(
+            out["parsed:settlements.v1"] | beam.Map(lambda s: s.event_id),
+            equal_to(["s1"]),
+            label="Settlements",
+        )
 
 
 def _labels(pipeline: beam.Pipeline) -> set[str]:
@@ -68,16 +106,31 @@ def test_step_labels_are_stable():
     p = beam.Pipeline(options=opts)
     build(p, opts, {t: p | f"Src[{t}]" >> beam.Create([b""]) for t in topics_for("all")})
     labels = _labels(p)
-    for expected in ["ParsePrices", "ParsePrices/Decode", "ParseSettlements", "ParseDexTrades", "ParseLiquidity",
-                     "ParseTransfers", "CompositePrices", "CompositePrices/WindowPrices", "FlattenDeadLetters"]:
+    for expected in [
+        "ParsePrices",
+        "ParsePrices/Decode",
+        "ParseSettlements",
+        "ParseDexTrades",
+        "ParseLiquidity",
+        "ParseTransfers",
+        "CompositePrices",
+        "CompositePrices/WindowPrices",
+        "FlattenDeadLetters",
+    ]:
         assert expected in labels, expected
 
 
-@pytest.mark.parametrize(("pipeline", "topics"), [
-    ("risk", {"market.prices.v1", "settlements.v1"}),
-    ("compliance", {"transfers.v1"}),
-    ("all", {"market.prices.v1", "settlements.v1", "dex.trades.v1", "liquidity.v1", "transfers.v1"}),
-])
+@pytest.mark.parametrize(
+    ("pipeline", "topics"),
+    [
+        ("risk", {"market.prices.v1", "settlements.v1"}),
+        ("compliance", {"transfers.v1"}),
+        (
+            "all",
+            {"market.prices.v1", "settlements.v1", "dex.trades.v1", "liquidity.v1", "transfers.v1"},
+        ),
+    ],
+)
 def test_each_named_pipeline_reads_its_topics(pipeline, topics):
     assert set(topics_for(pipeline)) == topics
     assert all(pipeline == "all" or pipeline in s.pipelines for s in stages_for(pipeline))

@@ -18,8 +18,15 @@ from schemas.events import PriceEvent
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.parse import ParseEvents, decode
 
-GOOD = {"event_id": "p1", "asset": "BTC", "source": "pyth", "price": "97000.5", "confidence": "12.5",
-        "publish_time": "2025-01-06T00:00:00Z", "feed_id": "0xe62d"}
+GOOD = {
+    "event_id": "p1",
+    "asset": "BTC",
+    "source": "pyth",
+    "price": "97000.5",
+    "confidence": "12.5",
+    "publish_time": "2025-01-06T00:00:00Z",
+    "feed_id": "0xe62d",
+}
 
 
 def line(**changes) -> bytes:
@@ -57,7 +64,9 @@ CASES = [
 def run_parse(payloads, payload_format="json"):
     opts = local_pipeline_options()
     p = beam.Pipeline(options=opts)
-    res = p | beam.Create(payloads) | ParseEvents("market.prices.v1", payload_format, ["BTC", "ETH"])
+    res = (
+        p | beam.Create(payloads) | ParseEvents("market.prices.v1", payload_format, ["BTC", "ETH"])
+    )
     return p, res
 
 
@@ -65,16 +74,26 @@ def test_records_in_equal_records_out_plus_dead_letters_with_reasons():
     payloads = [c[0] for c in CASES]
     expected_reasons = sorted(r for _, r in CASES if r)
     p, res = run_parse(payloads)
-    assert_that(res.records | beam.Map(lambda r: r.event_id), equal_to(["p1", "p2", "p3"]), label="Valid")
-    assert_that(res[DEAD_LETTER_TAG] | beam.Map(lambda d: d.error_reason), equal_to(expected_reasons), label="Reasons")
     assert_that(
-        res[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.source, d.stage, bool(d.error), d.processing_time is not None)),
+        res.records | beam.Map(lambda r: r.event_id), equal_to(["p1", "p2", "p3"]), label="Valid"
+    )
+    assert_that(
+        res[DEAD_LETTER_TAG] | beam.Map(lambda d: d.error_reason),
+        equal_to(expected_reasons),
+        label="Reasons",
+    )
+    assert_that(
+        res[DEAD_LETTER_TAG]
+        | beam.Map(lambda d: (d.source, d.stage, bool(d.error), d.processing_time is not None)),
         equal_to([("market.prices.v1", "ParsePrices", True, True)] * len(expected_reasons)),
         label="DeadLetterFields",
     )
     result = p.run()
     result.wait_until_finish()
-    counters = {m.key.metric.name: m.committed for m in result.metrics().query(MetricsFilter().with_namespace("parse"))["counters"]}
+    counters = {
+        m.key.metric.name: m.committed
+        for m in result.metrics().query(MetricsFilter().with_namespace("parse"))["counters"]
+    }
     dead = {k.rsplit(".", 1)[1]: v for k, v in counters.items() if ".dead_letter." in k}
     assert counters["ParsePrices.in"] == len(CASES)
     assert counters["ParsePrices.out"] == 3
@@ -89,15 +108,20 @@ def test_records_carry_their_event_time_as_the_beam_timestamp():
         def process(self, r, ts=beam.DoFn.TimestampParam):
             yield (r.event_id, ts.to_utc_datetime(has_tz=True).isoformat())
 
-    assert_that(res.records | beam.ParDo(StampFn()),
-                equal_to([("p1", "2025-01-06T00:00:00+00:00"), ("p3", "2025-01-06T00:01:00+00:00")]))
+    assert_that(
+        res.records | beam.ParDo(StampFn()),
+        equal_to([("p1", "2025-01-06T00:00:00+00:00"), ("p3", "2025-01-06T00:01:00+00:00")]),
+    )
     p.run().wait_until_finish()
 
 
 def test_dead_letters_keep_the_payload_and_the_event_time_when_readable():
     p, res = run_parse([line(price="-5"), b"\xff\xfe"])
     assert_that(
-        res[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.payload_encoding, d.event_time is not None, len(d.raw_payload) > 0)),
+        res[DEAD_LETTER_TAG]
+        | beam.Map(
+            lambda d: (d.payload_encoding, d.event_time is not None, len(d.raw_payload) > 0)
+        ),
         equal_to([("utf-8", True, True), ("base64", False, True)]),
     )
     p.run().wait_until_finish()
@@ -106,9 +130,16 @@ def test_dead_letters_keep_the_payload_and_the_event_time_when_readable():
 def test_avro_payloads_parse_and_corrupt_avro_is_a_dead_letter():
     good = serde.to_avro(PriceEvent.model_validate_json(line()))
     p, res = run_parse([good, good[:5], b"\x00\x01\x02"], payload_format="avro")
-    assert_that(res.records | beam.Map(lambda r: r.price), equal_to([PriceEvent.model_validate_json(line()).price]), label="Ok")
-    assert_that(res[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.error_reason, d.payload_encoding)),
-                equal_to([("invalid_avro", "base64"), ("invalid_avro", "base64")]), label="Bad")
+    assert_that(
+        res.records | beam.Map(lambda r: r.price),
+        equal_to([PriceEvent.model_validate_json(line()).price]),
+        label="Ok",
+    )
+    assert_that(
+        res[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.error_reason, d.payload_encoding)),
+        equal_to([("invalid_avro", "base64"), ("invalid_avro", "base64")]),
+        label="Bad",
+    )
     p.run().wait_until_finish()
 
 
@@ -126,8 +157,15 @@ junk = st.one_of(
     st.text(max_size=200).map(str.encode),
     st.dictionaries(
         st.sampled_from(list(GOOD) + ["extra", "\u0000", "é"]),
-        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30),
-                  st.lists(st.integers(), max_size=3), st.sampled_from(["1e999999", "-0", "0x10", "٣", "2025-01-06T00:00:00Z"])),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=True),
+            st.text(max_size=30),
+            st.lists(st.integers(), max_size=3),
+            st.sampled_from(["1e999999", "-0", "0x10", "٣", "2025-01-06T00:00:00Z"]),
+        ),
         max_size=9,
     ).map(lambda d: json.dumps(d).encode()),
 )

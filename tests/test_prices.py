@@ -40,20 +40,37 @@ def test_no_observation_gives_no_price():
 
 
 def _event(i: int, source: str, price: str, second: int) -> PriceEvent:
-    return PriceEvent(event_id=f"e{i}", asset="ETH", source=source, price=price,
-                      publish_time=datetime(2025, 1, 6, tzinfo=UTC) + timedelta(seconds=second))
+    return PriceEvent(
+        event_id=f"e{i}",
+        asset="ETH",
+        source=source,
+        price=price,
+        publish_time=datetime(2025, 1, 6, tzinfo=UTC) + timedelta(seconds=second),
+    )
 
 
 def test_composite_per_minute_window_under_test_stream():
-    events = [_event(1, "chainlink", "3000", 5), _event(2, "pyth", "3002", 30), _event(3, "pyth", "3010", 65)]
+    events = [
+        _event(1, "chainlink", "3000", 5),
+        _event(2, "pyth", "3002", 30),
+        _event(3, "pyth", "3010", 65),
+    ]
     stream = TestStream().advance_watermark_to(0)
     for e in events:
-        stream = stream.add_elements([TimestampedValue(e, Timestamp.from_utc_datetime(e.publish_time))])
+        stream = stream.add_elements(
+            [TimestampedValue(e, Timestamp.from_utc_datetime(e.publish_time))]
+        )
     stream = stream.advance_watermark_to_infinity()
     opts = local_pipeline_options(streaming=True)
     with beam.Pipeline(options=opts) as p:
         rows = p | stream | CompositePrices(window_seconds=60)
         assert_that(
-            rows | beam.Map(lambda r: (r.event_time.isoformat(), str(r.price), r.status, r.n_sources)),
-            equal_to([("2025-01-06T00:01:00+00:00", "3001", "ok", 2), ("2025-01-06T00:02:00+00:00", "3010", "degraded", 1)]),
+            rows
+            | beam.Map(lambda r: (r.event_time.isoformat(), str(r.price), r.status, r.n_sources)),
+            equal_to(
+                [
+                    ("2025-01-06T00:01:00+00:00", "3001", "ok", 2),
+                    ("2025-01-06T00:02:00+00:00", "3010", "degraded", 1),
+                ]
+            ),
         )

@@ -19,18 +19,56 @@ from schemas.tables import LiquidationPrice, MarginHealthRow, PriceRow
 T0 = datetime(2025, 1, 6, 12, 0, 0, 123456, tzinfo=UTC)
 
 SAMPLES = {
-    "market.prices.v1": PriceEvent(event_id="p1", asset="ETH", source="chainlink", price="3000.12345678",
-                                   publish_time=T0, feed_id="0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419",
-                                   round_id=str((6 << 64) | 12345)),
-    "settlements.v1": Settlement(event_id="s1", account_id="acct-0001", venue="aave_v3", kind="deposit",
-                                 asset="ETH", amount_raw="1500000000000000000", decimals=18, event_time=T0),
-    "dex.trades.v1": DexTrade(event_id="t1", venue="uniswap_v2", pool_address="0xpool", tx_hash="0xabc",
-                              block_number=1, log_index=2, trader="0xa", recipient="0xa", token_in="USDC",
-                              token_out="WETH", amount_in_raw="3000000000", amount_out_raw="1000000000000000000",
-                              decimals_in=6, decimals_out=18, amount_usd="3000.00", event_time=T0),
-    "transfers.v1": Transfer(event_id="x1", tx_hash="0xdef", block_number=5, log_index=0, from_address="0xA",
-                             to_address="0xB", asset="USDT", amount_raw="9500000000", decimals=6,
-                             amount_usd="9500", event_time=T0),
+    "market.prices.v1": PriceEvent(
+        event_id="p1",
+        asset="ETH",
+        source="chainlink",
+        price="3000.12345678",
+        publish_time=T0,
+        feed_id="0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419",
+        round_id=str((6 << 64) | 12345),
+    ),
+    "settlements.v1": Settlement(
+        event_id="s1",
+        account_id="acct-0001",
+        venue="aave_v3",
+        kind="deposit",
+        asset="ETH",
+        amount_raw="1500000000000000000",
+        decimals=18,
+        event_time=T0,
+    ),
+    "dex.trades.v1": DexTrade(
+        event_id="t1",
+        venue="uniswap_v2",
+        pool_address="0xpool",
+        tx_hash="0xabc",
+        block_number=1,
+        log_index=2,
+        trader="0xa",
+        recipient="0xa",
+        token_in="USDC",
+        token_out="WETH",
+        amount_in_raw="3000000000",
+        amount_out_raw="1000000000000000000",
+        decimals_in=6,
+        decimals_out=18,
+        amount_usd="3000.00",
+        event_time=T0,
+    ),
+    "transfers.v1": Transfer(
+        event_id="x1",
+        tx_hash="0xdef",
+        block_number=5,
+        log_index=0,
+        from_address="0xA",
+        to_address="0xB",
+        asset="USDT",
+        amount_raw="9500000000",
+        decimals=6,
+        amount_usd="9500",
+        event_time=T0,
+    ),
 }
 
 
@@ -55,10 +93,14 @@ def test_freshness_check_detects_an_edited_file(tmp_path, monkeypatch):
 
 
 def test_one_avro_schema_per_topic_and_one_bigquery_schema_per_table():
-    assert {p.stem for p in (codegen.SCHEMA_DIR / "avro").glob("*.avsc")} == {avro_name(t) for t in TOPICS}
+    assert {p.stem for p in (codegen.SCHEMA_DIR / "avro").glob("*.avsc")} == {
+        avro_name(t) for t in TOPICS
+    }
     assert {p.stem for p in (codegen.SCHEMA_DIR / "bigquery").glob("*.json")} == set(TABLES)
     for topic in TOPICS:
-        fastavro.parse_schema(json.loads((codegen.SCHEMA_DIR / "avro" / f"{avro_name(topic)}.avsc").read_text()))
+        fastavro.parse_schema(
+            json.loads((codegen.SCHEMA_DIR / "avro" / f"{avro_name(topic)}.avsc").read_text())
+        )
 
 
 def _walk(fields):
@@ -74,7 +116,14 @@ def test_every_bigquery_field_has_a_description_and_money_is_numeric(table):
         assert f["description"].strip(), f"{table}.{f['name']} has no description"
         if f["name"].endswith("_usd") or f["name"] == "price":
             assert f["type"] == "NUMERIC", f"{table}.{f['name']} is money but {f['type']}"
-        if f["name"] in ("event_time", "event_ts", "as_of", "detected_at", "screened_at", "assessed_at"):
+        if f["name"] in (
+            "event_time",
+            "event_ts",
+            "as_of",
+            "detected_at",
+            "screened_at",
+            "assessed_at",
+        ):
             assert f["type"] == "TIMESTAMP"
 
 
@@ -101,8 +150,17 @@ def test_money_is_a_decimal_string_on_the_wire_and_time_is_utc():
 
 
 def test_non_utc_offsets_are_normalised_to_utc():
-    e = PriceEvent(event_id="p", asset="BTC", source="pyth", price="1", publish_time="2025-01-06T14:00:00+02:00")
-    assert e.publish_time == datetime(2025, 1, 6, 12, tzinfo=UTC) and e.publish_time.utcoffset().total_seconds() == 0
+    e = PriceEvent(
+        event_id="p",
+        asset="BTC",
+        source="pyth",
+        price="1",
+        publish_time="2025-01-06T14:00:00+02:00",
+    )
+    assert (
+        e.publish_time == datetime(2025, 1, 6, 12, tzinfo=UTC)
+        and e.publish_time.utcoffset().total_seconds() == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,16 +189,38 @@ def test_raw_token_amounts_must_be_integer_strings():
 
 
 def test_table_rows_convert_to_arrow_at_numeric_scale():
-    row = MarginHealthRow(row_id="r", account_id="a", event_ts=T0, collateral_usd="30000.1234567891", borrow_usd="15000",
-                          health_score="100.0", zone="healthy", price_status="ok",
-                          liquidation_prices=[LiquidationPrice(asset="ETH", liquidation_price="1725", margin_call_price="1950")])
+    row = MarginHealthRow(
+        row_id="r",
+        account_id="a",
+        event_ts=T0,
+        collateral_usd="30000.1234567891",
+        borrow_usd="15000",
+        health_score="100.0",
+        zone="healthy",
+        price_status="ok",
+        liquidation_prices=[
+            LiquidationPrice(asset="ETH", liquidation_price="1725", margin_call_price="1950")
+        ],
+    )
     table = pa.Table.from_pylist([serde.to_row(row)], schema=codegen.arrow_schema(MarginHealthRow))
-    assert table.column("collateral_usd")[0].as_py() == Decimal("30000.123456789")  # half-even at scale 9
+    assert table.column("collateral_usd")[0].as_py() == Decimal(
+        "30000.123456789"
+    )  # half-even at scale 9
     assert table.column("liquidation_prices")[0].as_py()[0]["liquidation_price"] == Decimal("1725")
     assert table.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
 
 
 def test_price_row_allows_a_missing_price_only_as_a_null():
-    row = PriceRow(price_id="x", asset="BTC", price=None, status="price_unavailable", n_sources=0,
-                   window_start=T0, event_time=T0)
-    assert pa.Table.from_pylist([serde.to_row(row)], schema=codegen.arrow_schema(PriceRow)).num_rows == 1
+    row = PriceRow(
+        price_id="x",
+        asset="BTC",
+        price=None,
+        status="price_unavailable",
+        n_sources=0,
+        window_start=T0,
+        event_time=T0,
+    )
+    assert (
+        pa.Table.from_pylist([serde.to_row(row)], schema=codegen.arrow_schema(PriceRow)).num_rows
+        == 1
+    )

@@ -82,7 +82,9 @@ def decode(model: type[Contract], raw: Any, payload_format: str) -> Contract:
 class ParseEventFn(beam.DoFn):
     """Decodes one payload; emits a TimestampedValue record or a tagged dead letter."""
 
-    def __init__(self, topic: str, stage: str, payload_format: str, known_assets: Iterable[str] | None):
+    def __init__(
+        self, topic: str, stage: str, payload_format: str, known_assets: Iterable[str] | None
+    ):
         self.topic = topic
         self.stage = stage
         self.payload_format = payload_format
@@ -136,12 +138,16 @@ class ParseEvents(beam.PTransform):
     (``unknown_asset``); topics without an ``asset`` field are not checked.
     """
 
-    def __init__(self, topic: str, payload_format: str = "json", known_assets: Iterable[str] | None = None):
+    def __init__(
+        self, topic: str, payload_format: str = "json", known_assets: Iterable[str] | None = None
+    ):
         super().__init__()
         if topic not in TOPICS:
             raise ValueError(f"unknown topic {topic!r}; known: {sorted(TOPICS)}")
         if payload_format not in PAYLOAD_FORMATS:
-            raise ValueError(f"unknown payload format {payload_format!r}; choose one of {PAYLOAD_FORMATS}")
+            raise ValueError(
+                f"unknown payload format {payload_format!r}; choose one of {PAYLOAD_FORMATS}"
+            )
         self.topic = topic
         self.payload_format = payload_format
         self.known_assets = tuple(sorted(known_assets)) if known_assets else None

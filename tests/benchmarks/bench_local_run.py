@@ -35,7 +35,9 @@ def baseline(data: Path) -> tuple[int, int]:
             except ValueError:  # pydantic's ValidationError is a ValueError: a dead letter
                 continue
             if topic == "market.prices.v1":
-                minute_obs[(rec.asset, int(rec.publish_time.timestamp()) // 60)].append((rec.source, rec.price))
+                minute_obs[(rec.asset, int(rec.publish_time.timestamp()) // 60)].append(
+                    (rec.source, rec.price)
+                )
     rows = sum(1 for obs in minute_obs.values() if composite_price(obs) is not None)
     return events, rows
 
@@ -44,9 +46,17 @@ def main(days: int = 7, accounts: int = 200) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "in", Path(tmp) / "out"
         with timer() as gen:
-            counts = generate(data, days=days, accounts=accounts, seed=7, start=datetime(2025, 1, 6, tzinfo=UTC))
-        emit("generate", days=days, accounts=accounts, seconds=round(gen["seconds"], 2),
-             records=sum(v for k, v in counts.items() if k in INPUT_TOPICS), target_seconds=60)
+            counts = generate(
+                data, days=days, accounts=accounts, seed=7, start=datetime(2025, 1, 6, tzinfo=UTC)
+            )
+        emit(
+            "generate",
+            days=days,
+            accounts=accounts,
+            seconds=round(gen["seconds"], 2),
+            records=sum(v for k, v in counts.items() if k in INPUT_TOPICS),
+            target_seconds=60,
+        )
         with timer() as base:
             events, base_rows = baseline(data)
         for workers in (1, 2):
@@ -54,11 +64,20 @@ def main(days: int = 7, accounts: int = 200) -> None:
                 report = run_local(data, out, num_workers=workers)
             rows = pq.read_table(out / "tables" / "prices").num_rows
             assert rows == base_rows, (rows, base_rows)
-            emit("local_run_all", days=days, accounts=accounts, workers=workers, events=events,
-                 pipeline_seconds=round(run["seconds"], 2), baseline_seconds=round(base["seconds"], 2),
-                 pipeline_events_per_s=round(events / run["seconds"]), baseline_events_per_s=round(events / base["seconds"]),
-                 ratio_pipeline_over_baseline_throughput=round(base["seconds"] / run["seconds"], 3),
-                 balanced=report.balanced(), peak_rss_mb=peak_rss_mb())
+            emit(
+                "local_run_all",
+                days=days,
+                accounts=accounts,
+                workers=workers,
+                events=events,
+                pipeline_seconds=round(run["seconds"], 2),
+                baseline_seconds=round(base["seconds"], 2),
+                pipeline_events_per_s=round(events / run["seconds"]),
+                baseline_events_per_s=round(events / base["seconds"]),
+                ratio_pipeline_over_baseline_throughput=round(base["seconds"] / run["seconds"], 3),
+                balanced=report.balanced(),
+                peak_rss_mb=peak_rss_mb(),
+            )
 
 
 if __name__ == "__main__":
