@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from schemas.base import Contract
-from schemas.types import EventTime, Numeric, PositiveNumeric, RawAmount
+from schemas.types import EventTime, Numeric, PositiveNumeric, RawAmount, Timestamp
 
 EVM_CHAIN = "eip155:1"
 
@@ -40,6 +40,14 @@ class PriceEvent(Contract):
     )
     round_id: str | None = Field(
         None, description="Chainlink roundId incl. phase bits, as a decimal string; null for Pyth."
+    )
+    answered_in_round: str | None = Field(
+        None, description="Chainlink answeredInRound, as a decimal string; null for Pyth."
+    )
+    started_at: Timestamp | None = Field(None, description="Chainlink startedAt of the round.")
+    ema_price: Numeric | None = Field(None, description="Pyth exponentially-weighted moving average price.")
+    observed_at: Timestamp | None = Field(
+        None, description="When the poller read the value; staleness is judged against it."
     )
     chain_id: str | None = Field(None, description="CAIP-2 chain id of the feed, e.g. eip155:1.")
 
