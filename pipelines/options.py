@@ -5,7 +5,6 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 PIPELINES = ("all", "risk", "surveillance", "compliance")
-DEFAULT_ASSETS = "BTC,ETH,USDC,USDT,DAI"
 
 
 class RiskPipelineOptions(PipelineOptions):
@@ -27,8 +26,32 @@ class RiskPipelineOptions(PipelineOptions):
         )
         parser.add_argument(
             "--known_assets",
-            default=DEFAULT_ASSETS,
-            help="Comma-separated asset symbols the price and settlement streams may carry; others are dead letters.",
+            default=None,
+            help="Comma-separated asset symbols the price and settlement streams may carry; others are "
+            "dead letters. Default: the assets of the feed registry.",
+        )
+        parser.add_argument(
+            "--feed_registry",
+            default=None,
+            help="Path of the oracle feed registry (TOML). Default: transforms/config/feeds.toml.",
+        )
+        parser.add_argument(
+            "--price_grace_s",
+            type=int,
+            default=None,
+            help="Seconds added to a feed's heartbeat before its price is stale. Default: the registry's grace_s.",
+        )
+        parser.add_argument(
+            "--max_conf_ratio",
+            type=float,
+            default=None,
+            help="Reject a Pyth update whose conf/price is above this. Default: the registry's max_conf_ratio.",
+        )
+        parser.add_argument(
+            "--min_price_sources",
+            type=int,
+            default=2,
+            help="A composite with fewer agreeing sources than this is marked degraded.",
         )
         parser.add_argument(
             "--price_window_seconds",
@@ -37,11 +60,16 @@ class RiskPipelineOptions(PipelineOptions):
             help="Width of the fixed event-time window of the composite price, in seconds.",
         )
         parser.add_argument(
-            "--max_price_spread_bps",
+            "--max_price_deviation_bps",
             type=float,
-            default=100.0,
-            help="A composite whose sources spread wider than this (basis points) is marked degraded.",
+            default=None,
+            help="A source further than this from the others (basis points) is set aside and the "
+            "composite marked degraded. Default: the registry's max_source_deviation_bps.",
         )
 
     def assets(self) -> tuple[str, ...]:
-        return tuple(a.strip() for a in self.known_assets.split(",") if a.strip())
+        if self.known_assets:
+            return tuple(a.strip() for a in self.known_assets.split(",") if a.strip())
+        from transforms.oracles import load_registry
+
+        return load_registry(self.feed_registry).assets()

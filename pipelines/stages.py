@@ -12,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.price_validation import ValidatePrices
 from transforms.prices import CompositePrices
 
 
@@ -34,16 +37,43 @@ class Stage:
     build: Callable[[dict[str, PCollection], Any], StageOutput]
 
 
+def _validate_prices(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    checked = streams["market.prices.v1"] | "ValidatePrices" >> ValidatePrices(
+        opts.feed_registry, opts.price_grace_s, opts.max_conf_ratio
+    )
+    return StageOutput(
+        dead_letters=[checked[DEAD_LETTER_TAG]], streams={"valid_prices": checked.valid}
+    )
+
+
 def _composite_prices(streams: dict[str, PCollection], options: Any) -> StageOutput:
     opts = options.view_as(RiskPipelineOptions)
-    rows = streams["market.prices.v1"] | "CompositePrices" >> CompositePrices(
-        window_seconds=opts.price_window_seconds, max_spread_bps=opts.max_price_spread_bps
+    composite = streams["valid_prices"] | "CompositePrices" >> CompositePrices(
+        window_seconds=opts.price_window_seconds,
+        registry_path=opts.feed_registry,
+        grace_s=opts.price_grace_s,
+        max_dev_bps=opts.max_price_deviation_bps,
+        min_sources=opts.min_price_sources,
+        streaming=options.view_as(StandardOptions).streaming,
     )
-    return StageOutput(tables={"prices": rows}, streams={"composite_prices": rows})
+    return StageOutput(
+        tables={"prices": composite.prices},
+        dead_letters=[composite[DEAD_LETTER_TAG]],
+        streams={"composite_prices": composite.prices},
+    )
 
 
 STAGES: list[Stage] = [
-    Stage("CompositePrices", frozenset({"risk"}), ("market.prices.v1",), _composite_prices),
+    Stage(
+        "ValidatePrices",
+        frozenset({"risk", "surveillance"}),
+        ("market.prices.v1",),
+        _validate_prices,
+    ),
+    Stage(
+        "CompositePrices", frozenset({"risk", "surveillance"}), ("valid_prices",), _composite_prices
+    ),
 ]
 
 # Topics each named pipeline reads. "all" reads every input topic.

@@ -33,6 +33,9 @@ class PriceRow(Contract):
     sources: list[str] = Field(
         default_factory=list, description="Sources used, e.g. chainlink, pyth."
     )
+    sources_set_aside: list[str] = Field(
+        default_factory=list, description="Sources set aside for deviating from the others."
+    )
     spread_bps: float | None = Field(
         None, description="(max - min) / median of the source prices, in basis points."
     )

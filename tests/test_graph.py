@@ -56,6 +56,7 @@ def test_streaming_graph_on_test_stream_sources():
         .advance_watermark_to(T + 120, tag=P)
         .advance_watermark_to(T + 120, tag=S)
         .add_elements([price(4, "pyth", "3010", 130)], tag=P)
+        .advance_watermark_to(T + 180, tag=P)
         .advance_watermark_to_infinity(tag=P)
         .advance_watermark_to_infinity(tag=S)
     )
@@ -65,7 +66,8 @@ def test_streaming_graph_on_test_stream_sources():
         out = build(p, opts, {P: sources[P], S: sources[S]})
         assert_that(
             out["prices"] | beam.Map(lambda r: (r.asset, str(r.price), r.n_sources)),
-            equal_to([("ETH", "3001", 2), ("ETH", "3010", 1)]),
+            # minute 1 carries both sources forward; minute 2 has Pyth 3010 and Chainlink 3000
+            equal_to([("ETH", "3001", 2), ("ETH", "3001", 2), ("ETH", "3005", 2)]),
             label="Prices",
         )
         assert_that(
@@ -114,7 +116,10 @@ def test_step_labels_are_stable():
         "ParseLiquidity",
         "ParseTransfers",
         "CompositePrices",
-        "CompositePrices/WindowPrices",
+        "CompositePrices/KeyByAsset",
+        "CompositePrices/Compose",
+        "ValidatePrices",
+        "ValidatePrices/Check",
         "FlattenDeadLetters",
     ]:
         assert expected in labels, expected

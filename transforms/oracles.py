@@ -155,7 +155,9 @@ def decode_scaled(mantissa: Any, exponent: Any) -> Decimal:
 def _int(value: Any, name: str) -> int:
     # Oracle integers arrive as JSON numbers or decimal strings; floats and bools are corrupt.
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise OracleDecodeError("wrong_type", f"{name} must be an integer or integer string, got {type(value).__name__}")
+        raise OracleDecodeError(
+            "wrong_type", f"{name} must be an integer or integer string, got {type(value).__name__}"
+        )
     if isinstance(value, str):
         text = value.strip()
         if not text.lstrip("-").isdigit() or not text.isascii() or len(text) > 100:
@@ -197,19 +199,29 @@ def _event(**fields) -> PriceEvent:
         raise OracleDecodeError(reason_from_validation(err), short_message(err)) from err
 
 
-def decode_chainlink_round(raw: Any, registry: FeedRegistry, observed_at: datetime | None = None) -> PriceEvent:
+def decode_chainlink_round(
+    raw: Any, registry: FeedRegistry, observed_at: datetime | None = None
+) -> PriceEvent:
     """A Chainlink round, as ``latestRoundData()`` plus the feed address, to a PriceEvent.
 
     Accepts snake_case or camelCase keys; ``round_id`` may be given whole or as
     ``phase_id`` + ``aggregator_round_id``.
     """
     if not isinstance(raw, dict):
-        raise OracleDecodeError("wrong_type", f"a Chainlink round is a JSON object, got {type(raw).__name__}")
+        raise OracleDecodeError(
+            "wrong_type", f"a Chainlink round is a JSON object, got {type(raw).__name__}"
+        )
     feed = registry.by_id(_field(raw, "feed", "feed_id", "proxy"))
     if feed is None or feed.source != "chainlink":
-        raise OracleDecodeError("unknown_feed", f"feed {str(raw.get('feed'))[:66]!r} is not a Chainlink feed in the registry")
+        raise OracleDecodeError(
+            "unknown_feed",
+            f"feed {str(raw.get('feed'))[:66]!r} is not a Chainlink feed in the registry",
+        )
     if "phase_id" in raw and "round_id" not in raw:
-        round_id = compose_round_id(_int(raw["phase_id"], "phase_id"), _int(_field(raw, "aggregator_round_id"), "aggregator_round_id"))
+        round_id = compose_round_id(
+            _int(raw["phase_id"], "phase_id"),
+            _int(_field(raw, "aggregator_round_id"), "aggregator_round_id"),
+        )
     else:
         round_id = _int(_field(raw, "round_id", "roundId"), "round_id")
     answered = _int(_field(raw, "answered_in_round", "answeredInRound"), "answered_in_round")
@@ -234,20 +246,30 @@ def decode_chainlink_round(raw: Any, registry: FeedRegistry, observed_at: dateti
     )
 
 
-def decode_pyth_update(raw: Any, registry: FeedRegistry, observed_at: datetime | None = None) -> PriceEvent:
+def decode_pyth_update(
+    raw: Any, registry: FeedRegistry, observed_at: datetime | None = None
+) -> PriceEvent:
     """One Hermes parsed price update (``/v2/updates/price/latest?parsed=true``) to a PriceEvent."""
     if not isinstance(raw, dict):
-        raise OracleDecodeError("wrong_type", f"a Pyth update is a JSON object, got {type(raw).__name__}")
+        raise OracleDecodeError(
+            "wrong_type", f"a Pyth update is a JSON object, got {type(raw).__name__}"
+        )
     feed_id = _field(raw, "id")
     feed = registry.by_id(feed_id) if isinstance(feed_id, str) else None
     if feed is None or feed.source != "pyth":
-        raise OracleDecodeError("unknown_feed", f"Pyth feed {str(feed_id)[:66]!r} is not in the registry")
+        raise OracleDecodeError(
+            "unknown_feed", f"Pyth feed {str(feed_id)[:66]!r} is not in the registry"
+        )
     price_obj = _field(raw, "price")
     if not isinstance(price_obj, dict):
-        raise OracleDecodeError("wrong_type", "price must be an object with price, conf, expo and publish_time")
+        raise OracleDecodeError(
+            "wrong_type", "price must be an object with price, conf, expo and publish_time"
+        )
     expo = _field(price_obj, "expo")
     ema = raw.get("ema_price")
-    ema_price = decode_scaled(_field(ema, "price"), _field(ema, "expo")) if isinstance(ema, dict) else None
+    ema_price = (
+        decode_scaled(_field(ema, "price"), _field(ema, "expo")) if isinstance(ema, dict) else None
+    )
     publish = _epoch(_field(price_obj, "publish_time"), "publish_time")
     return _event(
         event_id=deterministic_id("pyth", feed.key, int(publish.timestamp())),

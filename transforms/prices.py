@@ -1,116 +1,236 @@
-"""CompositePrices: per asset and fixed window, the median of the valid source prices.
+"""CompositePrices: per asset, the composite price of every event-time window.
 
-This is the first, simple composite (median, sources used, spread, ``degraded`` when a single
-source or a wide spread); outlier handling and ``price_unavailable`` rows come with the price
-ingestion issue. The math is in ``composite_price`` (no Beam); the composite wraps it.
+The engine (``transforms.composite_price``, no Beam) holds the rules; this module keeps one
+engine per asset in Beam state and drives it with event-time timers:
+
+- each valid update is added to a bag, and a ``compose`` timer is set to the end of the latest
+  window seen so far (never moved backwards);
+- when the watermark passes it, every window that ended is composed in one pass over the bag, in
+  order; updates for later windows stay in the bag;
+- in streaming a second, ``expire`` timer fires when the freshest source would go stale, so a feed
+  that falls silent still yields its ``price_unavailable`` row.
+
+One pass per firing keeps the work linear: in batch the bag is composed once, at the end. Output
+rows carry their window's end as the Beam timestamp; ordered-check rejections are dead letters.
+
+    pytest tests/test_prices.py
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
+import json
 
 import apache_beam as beam
-from apache_beam.transforms import window
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from schemas.base import deterministic_id
+from schemas.events import PriceEvent
 from schemas.tables import PriceRow
+from transforms.composite_price import MICROS, CompositeEngine, Obs, Reject, WindowResult
+from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.oracles import load_registry, normalise_feed_id
 
 DEFAULT_WINDOW_SECONDS = 60
-DEFAULT_MAX_SPREAD_BPS = 100.0
+SOURCE_PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}
 
 
-@dataclass(frozen=True)
-class Composite:
-    price: Decimal
-    sources: tuple[str, ...]
-    spread_bps: float
-    status: str
-    n: int
-
-
-def composite_price(
-    observations: list[tuple[str, Decimal]], max_spread_bps: float = DEFAULT_MAX_SPREAD_BPS
-) -> Composite | None:
-    """Median of (source, price) observations; None when there are none.
-
-    With one source, or a spread above ``max_spread_bps``, the status is ``degraded``: the price is
-    still the best estimate, but downstream margin logic must not act on it alone.
-    """
-    if not observations:
-        return None
-    prices = sorted(p for _, p in observations)
-    median = statistics.median(prices)  # exact on Decimals: the mean of the middle two
-    spread = float((prices[-1] - prices[0]) / median * 10_000) if median > 0 else float("inf")
-    sources = tuple(sorted({s for s, _ in observations}))
-    degraded = len(sources) < 2 or spread > max_spread_bps
-    return Composite(median, sources, spread, "degraded" if degraded else "ok", len(prices))
-
-
-def price_row(
-    asset: str, comp: Composite, window_start: datetime, window_end: datetime
-) -> PriceRow:
-    return PriceRow(
-        price_id=deterministic_id("prices", asset, window_end),
-        asset=asset,
-        price=comp.price,
-        status=comp.status,
-        n_sources=comp.n,
-        sources=list(comp.sources),
-        spread_bps=round(comp.spread_bps, 6),
-        window_start=window_start,
-        event_time=window_end,
+def to_obs(event: PriceEvent, heartbeat_s: int) -> Obs:
+    return Obs(
+        source=event.source,
+        feed_key=normalise_feed_id(event.feed_id) or f"{event.source}:{event.asset}",
+        price=event.price,
+        publish_us=int(Timestamp.from_utc_datetime(event.publish_time).micros),
+        round_id=int(event.round_id) if event.round_id is not None else None,
+        event_id=event.event_id,
+        heartbeat_s=heartbeat_s,
+        priority=SOURCE_PRIORITY.get(event.source, 9),
     )
 
 
-class KeyByAssetWindowFn(beam.DoFn):
-    """Keys each observation by (asset, window start).
+def price_row(asset: str, r: WindowResult) -> PriceRow:
+    return PriceRow(
+        price_id=deterministic_id("prices", asset, r.window_end_us),
+        asset=asset,
+        price=r.price,
+        status=r.status,
+        n_sources=len(r.sources),
+        sources=list(r.sources),
+        sources_set_aside=list(r.set_aside),
+        spread_bps=None if r.spread_bps is None else round(r.spread_bps, 6),
+        window_start=Timestamp(micros=r.window_start_us).to_utc_datetime(has_tz=True),
+        event_time=Timestamp(micros=r.window_end_us).to_utc_datetime(has_tz=True),
+    )
 
-    Measured on Beam 2.77's FnApiRunner: a windowed GroupByKey costs O(windows per key) per
-    element, so keying by asset alone made a 7-day demo (10,080 windows per asset) take 400 s
-    for 100k prices. With the window in the key each key holds one window: 17 s. The result is
-    the same on every runner, since a fixed window is a function of the element's timestamp.
-    """
 
-    def process(self, event, win=beam.DoFn.WindowParam):
-        yield (event.asset, win.start.micros), (event.source, event.price)
+def reject_row(asset: str, rej: Reject):
+    o = rej.obs
+    payload = json.dumps(
+        {
+            "event_id": o.event_id,
+            "asset": asset,
+            "source": o.source,
+            "feed": o.feed_key,
+            "price": str(o.price),
+            "publish_time_us": o.publish_us,
+            "round_id": o.round_id,
+        }
+    )
+    return make_dead_letter(
+        source="market.prices.v1",
+        stage="CompositePrices",
+        reason=rej.reason,
+        error=rej.message,
+        raw=payload,
+        event_time=Timestamp(micros=o.publish_us).to_utc_datetime(has_tz=True),
+    )
 
 
-class ToPriceRowFn(beam.DoFn):
-    def __init__(self, max_spread_bps: float):
-        self.max_spread_bps = max_spread_bps
+class KeyByAssetFn(beam.DoFn):
+    def __init__(self, registry_path: str | None):
+        self.registry_path = registry_path
 
-    def process(self, element, win=beam.DoFn.WindowParam):
-        (asset, _), observations = element
-        comp = composite_price(list(observations), self.max_spread_bps)
-        if comp is not None:
-            yield price_row(
-                asset,
-                comp,
-                win.start.to_utc_datetime(has_tz=True),
-                win.end.to_utc_datetime(has_tz=True),
+    def setup(self):
+        self.registry = load_registry(self.registry_path)
+
+    def process(self, event: PriceEvent):
+        heartbeat = self.registry.heartbeat(event.asset, event.source) or 60
+        yield event.asset, to_obs(event, heartbeat)
+
+
+class CompositeFn(beam.DoFn):
+    """Stateful per asset: buffers updates, composes windows when the watermark passes them."""
+
+    PENDING = BagStateSpec("pending", PickleCoder())
+    ENGINE = ReadModifyWriteStateSpec("engine", PickleCoder())
+    LATEST_END = ReadModifyWriteStateSpec("latest_end", VarIntCoder())
+    COMPOSE = TimerSpec("compose", TimeDomain.WATERMARK)
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+
+    def __init__(
+        self, window_s: int, grace_s: int, max_dev_bps: float, min_sources: int, streaming: bool
+    ):
+        self.window_s, self.grace_s = window_s, grace_s
+        self.max_dev_bps, self.min_sources, self.streaming = max_dev_bps, min_sources, streaming
+        self.rows = Metrics.counter("prices", "CompositePrices.rows")
+        self.unavailable = Metrics.counter("prices", "CompositePrices.price_unavailable")
+        self.rejected = Metrics.counter("prices", "CompositePrices.rejected")
+
+    def process(
+        self,
+        element,
+        pending=beam.DoFn.StateParam(PENDING),
+        latest_end=beam.DoFn.StateParam(LATEST_END),
+        compose=beam.DoFn.TimerParam(COMPOSE),
+    ):
+        _, obs = element
+        pending.add(obs)
+        w = self.window_s * MICROS
+        end = obs.publish_us - obs.publish_us % w + w
+        if end > (latest_end.read() or 0):  # never move the timer backwards
+            latest_end.write(end)
+            compose.set(Timestamp(micros=end))
+
+    @on_timer(COMPOSE)
+    def on_compose(
+        self,
+        key=beam.DoFn.KeyParam,
+        fire=beam.DoFn.TimestampParam,
+        pending=beam.DoFn.StateParam(PENDING),
+        engine=beam.DoFn.StateParam(ENGINE),
+        expire=beam.DoFn.TimerParam(EXPIRE),
+    ):
+        yield from self._compose(key, fire, pending, engine, expire)
+
+    @on_timer(EXPIRE)
+    def on_expire(
+        self,
+        key=beam.DoFn.KeyParam,
+        fire=beam.DoFn.TimestampParam,
+        pending=beam.DoFn.StateParam(PENDING),
+        engine=beam.DoFn.StateParam(ENGINE),
+        expire=beam.DoFn.TimerParam(EXPIRE),
+    ):
+        yield from self._compose(key, fire, pending, engine, expire)
+
+    def _compose(self, asset, fire, pending, engine_state, expire):
+        engine = engine_state.read() or CompositeEngine(
+            self.window_s, self.grace_s, self.max_dev_bps, self.min_sources
+        )
+        observations = list(pending.read())
+        rows, rejects, later = engine.compose(observations, int(fire.micros))
+        pending.clear()
+        for o in later:
+            pending.add(o)
+        engine_state.write(engine)
+        for r in rows:
+            self.rows.inc()
+            if r.status == "price_unavailable":
+                self.unavailable.inc()
+            # A row carries its window's end; in streaming never a time behind the timer that
+            # emits it, or downstream steps would see it as late data and drop it.
+            ts = r.window_end_us - 1
+            yield TimestampedValue(price_row(asset, r), Timestamp(micros=max(ts, fire.micros) if self.streaming else ts))
+        for rej in rejects:
+            self.rejected.inc()
+            Metrics.counter("prices", f"CompositePrices.{rej.reason}").inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, reject_row(asset, rej))
+        if self.streaming and engine.last_by_source and not engine.unavailable:
+            # Wake up when the freshest source goes stale, in case no update arrives before.
+            expiry = max(
+                o.publish_us + (o.heartbeat_s + self.grace_s) * MICROS
+                for o in engine.last_by_source.values()
             )
+            w = self.window_s * MICROS
+            expire.set(Timestamp(micros=expiry - expiry % w + w))
 
 
 class CompositePrices(beam.PTransform):
-    """PriceEvent -> PriceRow, one per asset and window (timestamped at the window's end)."""
+    """Valid PriceEvents -> PriceRows (main output ``prices``) and dead letters.
+
+    ``streaming`` enables the expiry timer (a silent feed yields ``price_unavailable``); in batch
+    the end of the input is not the end of a feed, so no expiry row is emitted after it.
+    """
 
     def __init__(
         self,
         window_seconds: int = DEFAULT_WINDOW_SECONDS,
-        max_spread_bps: float = DEFAULT_MAX_SPREAD_BPS,
+        registry_path: str | None = None,
+        grace_s: int | None = None,
+        max_dev_bps: float | None = None,
+        min_sources: int = 2,
+        streaming: bool = False,
     ):
         super().__init__()
+        registry = load_registry(registry_path)
         self.window_seconds = window_seconds
-        self.max_spread_bps = max_spread_bps
+        self.registry_path = registry_path
+        self.grace_s = registry.grace_s if grace_s is None else grace_s
+        self.max_dev_bps = registry.max_source_deviation_bps if max_dev_bps is None else max_dev_bps
+        self.min_sources = min_sources
+        self.streaming = streaming
 
     def expand(self, prices):
         return (
             prices
-            | "WindowPrices" >> beam.WindowInto(window.FixedWindows(self.window_seconds))
-            | "KeyByAsset" >> beam.ParDo(KeyByAssetWindowFn())
-            | "GroupSources" >> beam.GroupByKey()
-            | "Median" >> beam.ParDo(ToPriceRowFn(self.max_spread_bps))
+            | "KeyByAsset" >> beam.ParDo(KeyByAssetFn(self.registry_path))
+            | "Compose"
+            >> beam.ParDo(
+                CompositeFn(
+                    self.window_seconds,
+                    self.grace_s,
+                    self.max_dev_bps,
+                    self.min_sources,
+                    self.streaming,
+                )
+            ).with_outputs(DEAD_LETTER_TAG, main="prices")
         )
