@@ -144,6 +144,17 @@ def alert_counts(output_dir: Path) -> Counter:
     return counts
 
 
+def _price_summary(db_path: Path) -> list[tuple]:
+    from pipelines.warehouse import run_sql
+
+    sql = """
+        SELECT asset, COUNT(*) AS n, COUNTIF(status = 'ok') AS ok, COUNTIF(status = 'degraded') AS degraded,
+               COUNTIF(status = 'price_unavailable') AS unavailable,
+               MAX_BY(price, IF(price IS NULL, NULL, event_time)) AS last_price
+        FROM risk.prices GROUP BY asset ORDER BY asset"""
+    return [tuple(r.values()) for r in run_sql(db_path, sql).to_pylist()]
+
+
 def cmd_demo(args) -> int:
     from pipelines.local import run_local
     from pipelines.synthetic import generate
@@ -180,6 +191,13 @@ def cmd_demo(args) -> int:
     print("rows per table:")
     for table, n in wh.tables.items():
         print(f"    {table:<32} {n:>9,}")
+    print("composite prices (per asset: windows by status, last price):")
+    for asset, n, ok, degraded, unavailable, last in _price_summary(
+        wh.db_path or out / "warehouse.duckdb"
+    ):
+        print(
+            f"    {asset:<6} {n:>7,} windows: {ok:>7,} ok {degraded:>6,} degraded {unavailable:>4,} unavailable   last {last}"
+        )
     print("alerts by type:")
     alerts = alert_counts(out)
     if not alerts:

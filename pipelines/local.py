@@ -48,6 +48,8 @@ class RunReport:
     wall_seconds: float
     topics: dict[str, dict[str, int]] = field(default_factory=dict)  # topic -> in/out/dead_letter
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # "Stage.reason" -> n
+    # Records that parsed but a later step refused (validation, ordered checks): "Stage.reason" -> n
+    rejected_downstream: dict[str, int] = field(default_factory=dict)
     missing_topics: list[str] = field(default_factory=list)
 
     def balanced(self) -> bool:
@@ -242,18 +244,25 @@ def run_local(
 def _count_from_outputs(report: RunReport, paths: dict[str, Path], output_dir: Path) -> None:
     """Stream replay accounting, from the files: the BundleBasedDirectRunner's Beam metrics
     were measured to keep only the first bundle's counts (Beam 2.77), so they are not used here.
-    ``in`` counts input lines, ``dead_letter`` the dead-letter rows of each topic."""
+    ``in`` counts input lines, ``dead_letter`` the parse dead letters of each topic, and
+    ``rejected_downstream`` the dead letters of later steps."""
     import pyarrow.parquet as pq
 
     dead_dir = output_dir / "tables" / "dead_letter"
     rows = pq.read_table(dead_dir).to_pylist() if any(dead_dir.glob("*.parquet")) else []
     for topic, path in paths.items():
         lines = sum(1 for line in path.read_bytes().split(b"\n") if line)
-        dead = [r for r in rows if r["source"] == topic]
-        report.topics[topic] = {"in": lines, "out": lines - len(dead), "dead_letter": len(dead)}
-        for r in dead:
-            key = f"{r['stage']}.{r['error_reason']}"
-            report.dead_letter_reasons[key] = report.dead_letter_reasons.get(key, 0) + 1
+        parse_dead = [r for r in rows if r["source"] == topic and r["stage"].startswith("Parse")]
+        report.topics[topic] = {
+            "in": lines,
+            "out": lines - len(parse_dead),
+            "dead_letter": len(parse_dead),
+        }
+    for r in rows:
+        key = f"{r['stage']}.{r['error_reason']}"
+        report.dead_letter_reasons[key] = report.dead_letter_reasons.get(key, 0) + 1
+        if not r["stage"].startswith("Parse"):
+            report.rejected_downstream[key] = report.rejected_downstream.get(key, 0) + 1
 
 
 def _collect_metrics(result, report: RunReport, paths: dict[str, Path]) -> None:
@@ -278,3 +287,11 @@ def _collect_metrics(result, report: RunReport, paths: dict[str, Path]) -> None:
             "dead_letter": sum(dead.values()),
         }
         report.dead_letter_reasons.update({f"{stage}.{k}": v for k, v in sorted(dead.items())})
+    # Steps after parsing count their dead letters in the "dead_letter" namespace.
+    for m in result.metrics().query(MetricsFilter().with_namespace("dead_letter"))["counters"]:
+        name = m.key.metric.name
+        report.rejected_downstream[name] = report.rejected_downstream.get(name, 0) + max(
+            m.committed or 0, m.attempted or 0
+        )
+    report.rejected_downstream = dict(sorted(report.rejected_downstream.items()))
+    report.dead_letter_reasons.update(report.rejected_downstream)

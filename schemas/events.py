@@ -45,7 +45,9 @@ class PriceEvent(Contract):
         None, description="Chainlink answeredInRound, as a decimal string; null for Pyth."
     )
     started_at: Timestamp | None = Field(None, description="Chainlink startedAt of the round.")
-    ema_price: Numeric | None = Field(None, description="Pyth exponentially-weighted moving average price.")
+    ema_price: Numeric | None = Field(
+        None, description="Pyth exponentially-weighted moving average price."
+    )
     observed_at: Timestamp | None = Field(
         None, description="When the poller read the value; staleness is judged against it."
     )

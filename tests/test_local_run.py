@@ -46,13 +46,19 @@ def test_every_record_is_accounted_for(demo):
 def test_dead_letters_match_the_injected_bad_records(demo):
     _, out, report, _, truth = demo
     expected = Counter()
-    for topic, reasons in truth["bad_records"].items():
-        for reason, n in reasons.items():
-            expected[(topic, reason)] += n
+    # Malformed lines (parse) and contract-valid updates the price rules refuse (validation).
+    for kind in ("bad_records", "rejected_updates"):
+        for topic, reasons in truth[kind].items():
+            for reason, n in reasons.items():
+                expected[(topic, reason)] += n
     rows = pq.read_table(out / "tables" / "dead_letter").to_pylist()
     got = Counter((r["source"], r["error_reason"]) for r in rows)
     assert got == expected
-    assert sum(t["dead_letter"] for t in report.topics.values()) == sum(expected.values())
+    parse_dead = sum(t["dead_letter"] for t in report.topics.values())
+    assert parse_dead + sum(report.rejected_downstream.values()) == sum(expected.values())
+    assert sum(report.rejected_downstream.values()) == sum(
+        truth["rejected_updates"]["market.prices.v1"].values()
+    )
 
 
 def test_every_produced_table_has_rows_and_every_table_exists(demo):

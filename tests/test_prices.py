@@ -37,19 +37,31 @@ def engine(**kw) -> CompositeEngine:
 
 
 def summary(rows):
-    return [((r.window_start_us - T0) // MICROS, None if r.price is None else str(r.price), r.status, r.sources, r.set_aside) for r in rows]
+    return [
+        (
+            (r.window_start_us - T0) // MICROS,
+            None if r.price is None else str(r.price),
+            r.status,
+            r.sources,
+            r.set_aside,
+        )
+        for r in rows
+    ]
 
 
 # ------------------------------------------------------------------------------ pure engine
 def test_median_of_two_agreeing_sources_is_exact_in_decimal():
-    rows, rej, later = engine().compose([cl(1, "3000.12345678", 5), py("3000.12345679", 30)], T0 + 60 * MICROS)
+    rows, rej, later = engine().compose(
+        [cl(1, "3000.12345678", 5), py("3000.12345679", 30)], T0 + 60 * MICROS
+    )
     assert summary(rows) == [(0, "3000.123456785", "ok", ("chainlink", "pyth"), ())]
     assert rej == [] and later == []
 
 
 def test_odd_count_median_is_the_middle_value_and_an_outlier_is_set_aside():
     price, status, used, aside, spread = median_with_outliers(
-        {"chainlink": (D("100"), 0), "pyth": (D("101"), 1), "dex": (D("150"), 3)}, 100, 2)
+        {"chainlink": (D("100"), 0), "pyth": (D("101"), 1), "dex": (D("150"), 3)}, 100, 2
+    )
     assert (price, status, used, aside) == (D("100.5"), "degraded", ("chainlink", "pyth"), ("dex",))
     assert round(spread, 6) == round(1 / 100.5 * 10_000, 6)
 
@@ -72,13 +84,21 @@ def test_no_fresh_source_gives_one_unavailable_row_then_silence_until_data_retur
     obs = [py("10", 0, hb=60), py("11", 600, hb=60)]  # a 10-minute Pyth-only gap
     rows, _, _ = eng.compose(obs, T0 + 11 * 60 * MICROS)
     statuses = [(s, st) for s, _, st, _, _ in summary(rows)]
-    assert statuses == [(0, "degraded"), (60, "degraded"), (120, "degraded"), (180, "price_unavailable"), (600, "degraded")]
+    assert statuses == [
+        (0, "degraded"),
+        (60, "degraded"),
+        (120, "degraded"),
+        (180, "price_unavailable"),
+        (600, "degraded"),
+    ]
     assert rows[3].price is None and rows[3].sources == ()
 
 
 def test_ordered_checks_reject_duplicates_backwards_rounds_and_late_updates():
     eng = engine()
-    rows, rej, _ = eng.compose([cl(2, "3000", 5), cl(2, "3000", 5), cl(3, "3001", 4), py("3000", 10)], T0 + 60 * MICROS)
+    rows, rej, _ = eng.compose(
+        [cl(2, "3000", 5), cl(2, "3000", 5), cl(3, "3001", 4), py("3000", 10)], T0 + 60 * MICROS
+    )
     assert sorted(r.reason for r in rej) == ["duplicate_update", "publish_time_not_increasing"]
     _, rej2, _ = eng.compose([cl(1, "2999", 70), py("3000", 10), py("2990", 30)], T0 + 120 * MICROS)
     assert sorted(r.reason for r in rej2) == ["late_update", "late_update", "round_not_increasing"]
@@ -86,31 +106,62 @@ def test_ordered_checks_reject_duplicates_backwards_rounds_and_late_updates():
 
 def test_updates_for_windows_not_yet_closed_are_kept_for_later():
     eng = engine()
-    rows, _, later = eng.compose([cl(1, "1", 5), py("1", 5), cl(2, "2", 65), py("2", 70)], T0 + 60 * MICROS)
+    rows, _, later = eng.compose(
+        [cl(1, "1", 5), py("1", 5), cl(2, "2", 65), py("2", 70)], T0 + 60 * MICROS
+    )
     assert len(rows) == 1 and [o.round_id for o in later if o.round_id] == [2] and len(later) == 2
     rows2, _, _ = eng.compose(later, T0 + 120 * MICROS)
     assert summary(rows2) == [(60, "2", "ok", ("chainlink", "pyth"), ())]
 
 
 # ------------------------------------------------------------------------------- Beam wrapper
-def event(i: int, source: str, price: str, second: int, asset: str = "ETH", round_id: int | None = None) -> PriceEvent:
+def event(
+    i: int, source: str, price: str, second: int, asset: str = "ETH", round_id: int | None = None
+) -> PriceEvent:
     feeds = {"chainlink": "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419", "pyth": "0x" + PY}
-    return PriceEvent(event_id=f"e{i}", asset=asset, source=source, price=price, feed_id=feeds[source],
-                      round_id=None if round_id is None else str(round_id),
-                      publish_time=datetime(2025, 1, 6, tzinfo=UTC) + timedelta(seconds=second))
+    return PriceEvent(
+        event_id=f"e{i}",
+        asset=asset,
+        source=source,
+        price=price,
+        feed_id=feeds[source],
+        round_id=None if round_id is None else str(round_id),
+        publish_time=datetime(2025, 1, 6, tzinfo=UTC) + timedelta(seconds=second),
+    )
 
 
 def test_composite_in_batch_one_row_per_window_and_rejects_as_dead_letters():
-    events = [event(1, "chainlink", "3000", 5, round_id=1), event(2, "pyth", "3002", 30),
-              event(3, "chainlink", "3000", 5, round_id=1), event(4, "pyth", "3010", 65)]
+    events = [
+        event(1, "chainlink", "3000", 5, round_id=1),
+        event(2, "pyth", "3002", 30),
+        event(3, "chainlink", "3000", 5, round_id=1),
+        event(4, "pyth", "3010", 65),
+    ]
     opts = local_pipeline_options()
     with beam.Pipeline(options=opts) as p:
-        out = p | beam.Create([TimestampedValue(e, Timestamp.from_utc_datetime(e.publish_time)) for e in events]) | CompositePrices()
-        assert_that(out.prices | beam.Map(lambda r: (r.event_time.isoformat(), str(r.price), r.status, r.n_sources)),
-                    equal_to([("2025-01-06T00:01:00+00:00", "3001", "ok", 2), ("2025-01-06T00:02:00+00:00", "3005", "ok", 2)]),
-                    label="Rows")
-        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.stage, d.error_reason)),
-                    equal_to([("CompositePrices", "duplicate_update")]), label="Rejects")
+        out = (
+            p
+            | beam.Create(
+                [TimestampedValue(e, Timestamp.from_utc_datetime(e.publish_time)) for e in events]
+            )
+            | CompositePrices()
+        )
+        assert_that(
+            out.prices
+            | beam.Map(lambda r: (r.event_time.isoformat(), str(r.price), r.status, r.n_sources)),
+            equal_to(
+                [
+                    ("2025-01-06T00:01:00+00:00", "3001", "ok", 2),
+                    ("2025-01-06T00:02:00+00:00", "3005", "ok", 2),
+                ]
+            ),
+            label="Rows",
+        )
+        assert_that(
+            out[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.stage, d.error_reason)),
+            equal_to([("CompositePrices", "duplicate_update")]),
+            label="Rejects",
+        )
 
 
 def test_streaming_composite_emits_price_unavailable_when_every_feed_falls_silent():
@@ -119,13 +170,23 @@ def test_streaming_composite_emits_price_unavailable_when_every_feed_falls_silen
     stream = TestStream().advance_watermark_to(1736121600)
     for i, second in enumerate((5, 65)):
         e = event(i, "pyth", "3000", second)
-        stream = stream.add_elements([TimestampedValue(e, Timestamp.from_utc_datetime(e.publish_time))])
+        stream = stream.add_elements(
+            [TimestampedValue(e, Timestamp.from_utc_datetime(e.publish_time))]
+        )
         stream = stream.advance_watermark_to(1736121600 + second + 60)
     stream = stream.advance_watermark_to(1736121600 + 3600).advance_watermark_to_infinity()
     opts = local_pipeline_options(streaming=True)
     with beam.Pipeline(options=opts) as p:
         out = p | stream | CompositePrices(streaming=True)
-        assert_that(out.prices | beam.Map(lambda r: (r.event_time.isoformat(), r.status)),
-                    equal_to([("2025-01-06T00:01:00+00:00", "degraded"), ("2025-01-06T00:02:00+00:00", "degraded"),
-                              ("2025-01-06T00:03:00+00:00", "degraded"), ("2025-01-06T00:04:00+00:00", "degraded"),
-                              ("2025-01-06T00:05:00+00:00", "price_unavailable")]))
+        assert_that(
+            out.prices | beam.Map(lambda r: (r.event_time.isoformat(), r.status)),
+            equal_to(
+                [
+                    ("2025-01-06T00:01:00+00:00", "degraded"),
+                    ("2025-01-06T00:02:00+00:00", "degraded"),
+                    ("2025-01-06T00:03:00+00:00", "degraded"),
+                    ("2025-01-06T00:04:00+00:00", "degraded"),
+                    ("2025-01-06T00:05:00+00:00", "price_unavailable"),
+                ]
+            ),
+        )

@@ -20,8 +20,6 @@ from scipy import stats
 from pipelines import synthetic
 from pipelines.synthetic import (
     PRICE_ASSETS,
-    decode_chainlink,
-    decode_pyth,
     generate,
     simulate_daily_returns,
     simulate_market,
@@ -29,6 +27,7 @@ from pipelines.synthetic import (
 from pipelines.synthetic.assets import CHAINLINK_FEEDS
 from pipelines.synthetic.calibration import CALIBRATION_FILE, PRICES_DIR, fit_calibration
 from schemas.codegen import arrow_schema
+from transforms.oracles import decode_scaled
 from schemas.registry import INPUT_TOPICS, TOPICS
 
 DAYS, ACCOUNTS, SEED = 5, 20, 11
@@ -54,11 +53,14 @@ def rerun(tmp_path_factory):
 @pytest.fixture(scope="module")
 def parsed(run):
     """topic -> (valid records as dicts, {line number: line} of the lines that fail the contract)."""
-    out, _, _ = run
+    out, _, truth = run
     result = {}
     for topic in INPUT_TOPICS:
         model, good, bad = TOPICS[topic], [], {}
+        rejected = {n for n, _ in truth["rejected_update_lines"].get(topic, [])}
         for n, line in enumerate((out / f"{topic}.jsonl").read_text().splitlines(), 1):
+            if n in rejected:
+                continue  # valid per contract, refused by the pipeline: see test_rejected_updates
             try:
                 rec = model.model_validate_json(line)
             except ValueError:
@@ -108,7 +110,10 @@ def test_summary_counts_the_lines_written(run):
     for topic in INPUT_TOPICS:
         lines = (out / f"{topic}.jsonl").read_text().count("\n")
         assert summary[topic] == lines
-        assert truth["counts"][topic] + sum(truth["bad_records"][topic].values()) == lines
+        rejected = sum(truth["rejected_updates"].get(topic, {}).values())
+        assert (
+            truth["counts"][topic] + sum(truth["bad_records"][topic].values()) + rejected == lines
+        )
     assert summary["raw/chainlink_rounds.jsonl"] == DAYS * 1440 * len(PRICE_ASSETS)
 
 
@@ -264,12 +269,38 @@ def test_stablecoins_hold_the_peg_except_in_recorded_depegs(run, parsed):
     assert low_in_window < 0.975  # the depeg really shows in the published prices
 
 
+def test_rejected_updates_pass_the_contract_and_fail_the_price_rules(run):
+    from transforms.oracles import load_registry
+    from transforms.price_validation import check_update
+
+    out, _, truth = run
+    lines = (out / "market.prices.v1.jsonl").read_text().splitlines()
+    recorded = truth["rejected_update_lines"]["market.prices.v1"]
+    assert Counter(r for _, r in recorded) == Counter(truth["rejected_updates"]["market.prices.v1"])
+    assert {r for _, r in recorded} >= {
+        "stale",
+        "unknown_feed",
+        "duplicate_update",
+        "confidence_too_wide",
+    }
+    registry = load_registry()
+    for n, reason in recorded:
+        event = TOPICS["market.prices.v1"].model_validate_json(lines[n - 1])  # valid by contract
+        verdict = check_update(event, registry)
+        if reason == "duplicate_update":
+            assert (
+                verdict is None and lines[n - 1] in lines[: n - 1]
+            )  # a redelivery of an earlier line
+        else:
+            assert verdict is not None and verdict[0] == reason, (n, reason, verdict)
+
+
 # ------------------------------------------------------------------------------------ oracles
 def test_decode_known_values():
-    assert decode_pyth("12276250", -5) == Decimal("122.7625")
-    assert decode_pyth(1500, -5) == Decimal("0.015")
-    assert decode_chainlink(300012345678, 8) == Decimal("3000.12345678")
-    assert decode_chainlink(10**30, 8) == Decimal(10**22)  # exact, no 28-digit rounding
+    assert decode_scaled("12276250", -5) == Decimal("122.7625")
+    assert decode_scaled(1500, -5) == Decimal("0.015")
+    assert decode_scaled(300012345678, -8) == Decimal("3000.12345678")
+    assert decode_scaled(10**30, -8) == Decimal(10**22)  # exact, no 28-digit rounding
 
 
 def test_normalised_prices_are_the_decoded_raw_updates(run, parsed):
@@ -283,7 +314,7 @@ def test_normalised_prices_are_the_decoded_raw_updates(run, parsed):
         raw = json.loads(line)
         ev = events[(raw["feed"], when(raw["updated_at"]))]
         assert ev["source"] == "chainlink" and ev["asset"] == raw["asset"]
-        assert Decimal(ev["price"]) == decode_chainlink(raw["answer"], raw["decimals"])
+        assert Decimal(ev["price"]) == decode_scaled(raw["answer"], -raw["decimals"])
         assert ev["round_id"] == raw["round_id"] == raw["answered_in_round"]
         assert int(raw["round_id"]) >> 64 == 6
     for line in (out / "raw" / "pyth_updates.jsonl").read_text().splitlines()[:1000]:
@@ -291,8 +322,8 @@ def test_normalised_prices_are_the_decoded_raw_updates(run, parsed):
         p = raw["price"]
         ev = events[("0x" + raw["id"], when(p["publish_time"]))]
         assert ev["source"] == "pyth" and p["expo"] == -8
-        assert Decimal(ev["price"]) == decode_pyth(p["price"], p["expo"])
-        assert Decimal(ev["confidence"]) == decode_pyth(p["conf"], p["expo"])
+        assert Decimal(ev["price"]) == decode_scaled(p["price"], p["expo"])
+        assert Decimal(ev["confidence"]) == decode_scaled(p["conf"], p["expo"])
         chainlink = [
             e
             for e in (events.get((feed, ev["publish_time"])) for feed in CHAINLINK_FEEDS.values())

@@ -115,7 +115,9 @@ class ValidatePriceFn(beam.DoFn):
         reason, message = verdict
         counter = self.counters.get(reason)
         if counter is None:
-            counter = self.counters[reason] = Metrics.counter("prices", f"ValidatePrices.{reason}")
+            counter = self.counters[reason] = Metrics.counter(
+                "dead_letter", f"ValidatePrices.{reason}"
+            )
         counter.inc()
         yield beam.pvalue.TaggedOutput(
             DEAD_LETTER_TAG,

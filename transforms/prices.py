@@ -19,6 +19,7 @@ rows carry their window's end as the Beam timestamp; ordered-check rejections ar
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -95,6 +96,7 @@ def reject_row(asset: str, rej: Reject):
     )
 
 
+@beam.typehints.with_output_types(tuple[str, Any])  # a str key: deterministic for state
 class KeyByAssetFn(beam.DoFn):
     def __init__(self, registry_path: str | None):
         self.registry_path = registry_path
@@ -179,10 +181,13 @@ class CompositeFn(beam.DoFn):
             # A row carries its window's end; in streaming never a time behind the timer that
             # emits it, or downstream steps would see it as late data and drop it.
             ts = r.window_end_us - 1
-            yield TimestampedValue(price_row(asset, r), Timestamp(micros=max(ts, fire.micros) if self.streaming else ts))
+            yield TimestampedValue(
+                price_row(asset, r),
+                Timestamp(micros=max(ts, fire.micros) if self.streaming else ts),
+            )
         for rej in rejects:
             self.rejected.inc()
-            Metrics.counter("prices", f"CompositePrices.{rej.reason}").inc()
+            Metrics.counter("dead_letter", f"CompositePrices.{rej.reason}").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, reject_row(asset, rej))
         if self.streaming and engine.last_by_source and not engine.unavailable:
             # Wake up when the freshest source goes stale, in case no update arrives before.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import numpy as np
 
@@ -92,6 +94,51 @@ def corrupt(topic: str, template: str, reason: str, serial: int) -> str:
         rec["asset"] = "FOO"
     elif reason == "absurd_timestamp":
         rec[time_field] = ("1970-01-01T00:00:00Z", "2999-01-01T00:00:00Z")[serial % 2]
+    else:
+        raise ValueError(reason)
+    return json.dumps(rec, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------- rejected price updates
+# Lines that satisfy the market.prices.v1 contract but that the pipeline must refuse: the price
+# validation rules and the composite's ordered checks. They become dead letters with these reasons.
+REJECT_REASONS = {
+    "chainlink": (
+        "stale",
+        "answered_in_round_lag",
+        "pinned_at_bound",
+        "unknown_feed",
+        "duplicate_update",
+    ),
+    "pyth": ("stale", "confidence_too_wide", "unknown_feed", "duplicate_update"),
+}
+N_REJECTS = 12  # per run: enough for every reason to appear in a demo
+
+
+def plan_rejects(n_valid: int, rng: np.random.Generator) -> list[int]:
+    """Positions (valid-record indices) after which a rejected update is written."""
+    k = min(N_REJECTS, max(n_valid - 1, 0))
+    return sorted(set(rng.choice(max(n_valid, 1), size=k, replace=False).tolist())) if k else []
+
+
+def reject_update(template: str, reason: str, serial: int) -> str:
+    """A contract-valid update derived from a valid one, which the pipeline must reject."""
+    rec = json.loads(template)
+    if reason == "duplicate_update":
+        return template  # a redelivery: the very same message
+    rec["event_id"] = deterministic_id("rejected-update", reason, serial)
+    if reason == "stale":
+        # Read two days after publication: beyond every heartbeat (USDC's is one day).
+        published = datetime.fromisoformat(rec["publish_time"].replace("Z", "+00:00"))
+        rec["observed_at"] = (published + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    elif reason == "answered_in_round_lag":
+        rec["answered_in_round"] = str(int(rec["round_id"]) - 3)
+    elif reason == "pinned_at_bound":
+        rec["price"] = "0.00000001"  # the aggregators' minAnswer in the feed registry
+    elif reason == "unknown_feed":
+        rec["feed_id"] = "0x" + deterministic_id("unlisted-feed", serial)[:40]
+    elif reason == "confidence_too_wide":
+        rec["confidence"] = str(Decimal(rec["price"]) * Decimal("0.05"))
     else:
         raise ValueError(reason)
     return json.dumps(rec, separators=(",", ":"))

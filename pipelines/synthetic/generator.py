@@ -141,6 +141,7 @@ def generate(
         "days": days,
         "accounts": accounts,
         "assets": list(PRICE_ASSETS),
+        # Genuine records; rejected_updates (valid per contract, refused by the pipeline) apart.
         "counts": {t: writers[t].n_valid for t in INPUT_TOPICS},
         "margin_calls": margins,
         "depegs": depeg_truth(market, clock),
@@ -151,6 +152,8 @@ def generate(
         "sanctioned_transfers": sanctioned,
         "bad_records": {t: writers[t].bad_counts() for t in INPUT_TOPICS},
         "bad_record_lines": {t: [list(x) for x in writers[t].bad_lines] for t in INPUT_TOPICS},
+        "rejected_updates": {"market.prices.v1": pw.reject_counts()},
+        "rejected_update_lines": {"market.prices.v1": [list(x) for x in pw.reject_lines]},
         "conventions": CONVENTIONS,
     }
     (out / GROUND_TRUTH).write_text(
@@ -172,6 +175,8 @@ CONVENTIONS = {
     "(collateral seized = repaid * 1.05), back to health 45",
     "symbols": "settlements and prices use BTC/ETH; DEX pools and ERC-20 transfers use WBTC/WETH",
     "bad_record_lines": "[1-based line number in <topic>.jsonl, reason]",
+    "rejected_updates": "contract-valid price updates the pipeline must refuse (validation rules, "
+    "duplicates), by reason; they become dead letters like bad_records",
 }
 
 

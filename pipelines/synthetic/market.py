@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from scipy import signal
@@ -30,7 +30,7 @@ from pipelines.synthetic.assets import (
     iso,
 )
 from pipelines.synthetic.calibration import calibration, copula_innovations, garch_paths
-from pipelines.synthetic.oracles import decode_chainlink, decode_pyth
+from transforms.oracles import decode_chainlink_round, decode_pyth_update, load_registry
 from pipelines.synthetic.rng import substream
 from schemas.base import deterministic_id
 
@@ -296,35 +296,20 @@ def oracle_rows(market: Market, clock: Clock) -> Iterator[tuple[dict, dict, list
             )
 
 
+OBSERVATION_DELAY_S = {"chainlink": 2, "pyth": 1}  # poller read lag: well inside any heartbeat
+
+
 def normalise_chainlink(r: dict, when: datetime) -> dict:
-    return {
-        "event_id": deterministic_id("chainlink", r["feed"], r["round_id"]),
-        "asset": r["asset"],
-        "quote": "USD",
-        "source": "chainlink",
-        "price": decode_chainlink(r["answer"], r["decimals"]),
-        "confidence": None,
-        "publish_time": when,
-        "feed_id": r["feed"],
-        "round_id": r["round_id"],
-        "chain_id": ETHEREUM,
-    }
+    """The round as the poller publishes it: the same decoder as production (transforms.oracles)."""
+    observed = when + timedelta(seconds=OBSERVATION_DELAY_S["chainlink"])
+    return decode_chainlink_round(r, load_registry(), observed_at=observed).model_dump()
 
 
 def normalise_pyth(u: dict, asset: str, when: datetime) -> dict:
-    p = u["price"]
-    return {
-        "event_id": deterministic_id("pyth", u["id"], p["publish_time"]),
-        "asset": asset,
-        "quote": "USD",
-        "source": "pyth",
-        "price": decode_pyth(p["price"], p["expo"]),
-        "confidence": decode_pyth(p["conf"], p["expo"]),
-        "publish_time": when,
-        "feed_id": "0x" + u["id"],
-        "round_id": None,
-        "chain_id": None,
-    }
+    observed = when + timedelta(seconds=OBSERVATION_DELAY_S["pyth"])
+    event = decode_pyth_update(u, load_registry(), observed_at=observed)
+    assert event.asset == asset, (event.asset, asset)
+    return event.model_dump()
 
 
 def depeg_truth(market: Market, clock: Clock) -> list[dict]:
