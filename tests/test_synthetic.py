@@ -27,8 +27,8 @@ from pipelines.synthetic import (
 from pipelines.synthetic.assets import CHAINLINK_FEEDS
 from pipelines.synthetic.calibration import CALIBRATION_FILE, PRICES_DIR, fit_calibration
 from schemas.codegen import arrow_schema
-from transforms.oracles import decode_scaled
 from schemas.registry import INPUT_TOPICS, TOPICS
+from transforms.oracles import decode_scaled
 
 DAYS, ACCOUNTS, SEED = 5, 20, 11
 START = datetime(2025, 1, 6, tzinfo=UTC)

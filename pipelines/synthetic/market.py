@@ -18,7 +18,6 @@ from pipelines.synthetic.assets import (
     CHAINLINK_DECIMALS,
     CHAINLINK_FEEDS,
     CHAINLINK_PHASE_ID,
-    ETHEREUM,
     PRICE_ASSETS,
     PRICE_OF,
     PYTH_EXPO,
@@ -30,9 +29,8 @@ from pipelines.synthetic.assets import (
     iso,
 )
 from pipelines.synthetic.calibration import calibration, copula_innovations, garch_paths
-from transforms.oracles import decode_chainlink_round, decode_pyth_update, load_registry
 from pipelines.synthetic.rng import substream
-from schemas.base import deterministic_id
+from transforms.oracles import decode_chainlink_round, decode_pyth_update, load_registry
 
 MINUTES_PER_DAY = 1440
 BURN_IN_DAYS = 250  # start the GARCH variance from its stationary distribution, not from a constant
