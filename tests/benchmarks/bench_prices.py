@@ -1,0 +1,95 @@
+"""Price ingestion throughput: decode (raw Chainlink + Pyth) + validate + composite, inside the
+pipeline and as a plain loop over the same pure functions, with their ratio.
+
+    python -m tests.benchmarks.bench_prices [DAYS]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import apache_beam as beam
+
+from pipelines.synthetic import generate
+from runners.direct import local_pipeline_options
+from tests.benchmarks.common import emit, peak_rss_mb, timer
+from transforms.composite_price import CompositeEngine
+from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.oracle_ingest import DECODERS, DecodeOracleUpdates
+from transforms.oracles import load_registry
+from transforms.price_validation import ValidatePrices, check_update
+from transforms.prices import CompositePrices, to_obs
+
+
+def loop(raw: dict[str, list[bytes]]) -> tuple[int, int]:
+    """The same work without Beam: decode, validate, compose each asset in one pass."""
+    reg = load_registry()
+    by_asset = defaultdict(list)
+    for kind, lines in raw.items():
+        for line in lines:
+            e = DECODERS[kind](json.loads(line), reg)
+            if check_update(e, reg) is None:
+                by_asset[e.asset].append(to_obs(e, reg.heartbeat(e.asset, e.source)))
+    rows = 0
+    for obs in by_asset.values():
+        end = max(o.publish_us for o in obs)
+        end = end - end % 60_000_000 + 60_000_000
+        rows += len(
+            CompositeEngine(60, reg.grace_s, reg.max_source_deviation_bps, 2).compose(obs, end)[0]
+        )
+    return sum(len(v) for v in raw.values()), rows
+
+
+def main(days: int = 7) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        generate(data, days=days, accounts=10, seed=7, start=datetime(2025, 1, 6, tzinfo=UTC))
+        raw = {
+            k: (data / "raw" / f"{k}_{n}.jsonl").read_bytes().splitlines()
+            for k, n in (("chainlink", "rounds"), ("pyth", "updates"))
+        }
+        with timer() as base:
+            events, base_rows = loop(raw)
+        p = beam.Pipeline(options=local_pipeline_options())
+        decoded = [
+            p
+            | f"Read{k}"
+            >> beam.io.ReadFromText(
+                str(data / "raw" / f"{k}_{n}.jsonl"), coder=beam.coders.BytesCoder()
+            )
+            | f"Decode{k}" >> DecodeOracleUpdates(k)
+            for k, n in (("chainlink", "rounds"), ("pyth", "updates"))
+        ]
+        valid = [d.prices for d in decoded] | beam.Flatten() | ValidatePrices()
+        composite = valid.valid | CompositePrices()
+        _ = (
+            composite.prices
+            | beam.combiners.Count.Globally()
+            | beam.Map(lambda n: (data / "rows").write_text(str(n)))
+        )
+        _ = [d[DEAD_LETTER_TAG] for d in decoded]
+        with timer() as run:
+            p.run().wait_until_finish()
+        rows = int((data / "rows").read_text())
+        assert rows == base_rows, (rows, base_rows)
+        emit(
+            "price_ingestion",
+            days=days,
+            events=events,
+            composite_rows=rows,
+            pipeline_seconds=round(run["seconds"], 2),
+            loop_seconds=round(base["seconds"], 2),
+            pipeline_events_per_s=round(events / run["seconds"]),
+            loop_events_per_s=round(events / base["seconds"]),
+            ratio_pipeline_over_loop=round(base["seconds"] / run["seconds"], 3),
+            peak_rss_mb=peak_rss_mb(),
+        )
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:2]))
