@@ -114,7 +114,32 @@ def test_summary_counts_the_lines_written(run):
         assert (
             truth["counts"][topic] + sum(truth["bad_records"][topic].values()) + rejected == lines
         )
-    assert summary["raw/chainlink_rounds.jsonl"] == DAYS * 1440 * len(PRICE_ASSETS)
+    silent = {
+        s: sum(_minutes(o) for o in truth["oracle_outages"] if s in o["sources"])
+        for s in ("chainlink", "pyth")
+    }
+    assert (
+        summary["raw/chainlink_rounds.jsonl"]
+        == DAYS * 1440 * len(PRICE_ASSETS) - silent["chainlink"]
+    )
+    assert summary["raw/pyth_updates.jsonl"] == DAYS * 1440 * len(PRICE_ASSETS) - silent["pyth"]
+
+
+def _minutes(outage: dict) -> int:
+    return int((_t(outage["end"]) - _t(outage["start"])).total_seconds() // 60)
+
+
+def test_oracle_outages_silence_their_feeds(run, parsed):
+    _, _, truth = run
+    assert len(truth["oracle_outages"]) == 2  # DAYS >= 3
+    for o in truth["oracle_outages"]:
+        lo, hi = _t(o["start"]), _t(o["end"])
+        during = [
+            r
+            for r in parsed["market.prices.v1"][0]
+            if r["asset"] == o["asset"] and lo <= _t(r["publish_time"]) < hi
+        ]
+        assert {r["source"] for r in during}.isdisjoint(o["sources"]), o
 
 
 # ------------------------------------------------------------------------ contracts and bad lines
@@ -425,7 +450,8 @@ def test_margin_calls_recomputed_from_settlements_and_prices(run, parsed):
     prices = pd.DataFrame(parsed["market.prices.v1"][0])
     prices["price"] = prices["price"].astype(float)
     prices["t"] = pd.to_datetime(prices["publish_time"])
-    mid = prices.groupby(["t", "asset"])["price"].mean().unstack()
+    # ffill: during a scripted oracle outage the last published price holds
+    mid = prices.groupby(["t", "asset"])["price"].mean().unstack().ffill()
     s = pd.DataFrame(parsed["settlements.v1"][0])
     s["t"] = pd.to_datetime(s["event_time"])
     s["qty"] = [int(a) / 10**d for a, d in zip(s["amount_raw"], s["decimals"], strict=True)]

@@ -15,7 +15,7 @@ from pipelines.synthetic import cases
 from pipelines.synthetic.accounts import margin_truth, simulate_accounts
 from pipelines.synthetic.assets import PRICE_ASSETS, Clock, iso
 from pipelines.synthetic.dex import simulate_dex
-from pipelines.synthetic.market import depeg_truth, oracle_rows, simulate_market
+from pipelines.synthetic.market import depeg_truth, oracle_rows, outage_truth, simulate_market
 from pipelines.synthetic.rng import Ledger, substream
 from pipelines.synthetic.transfers import Transfers, ordinary_transfers, sanctioned_transfers
 from pipelines.synthetic.writer import TopicWriter, write_topic
@@ -83,23 +83,26 @@ def generate(
     bad_rng = substream(seed, "bad-records")
     n_prices = market.n_minutes * len(PRICE_ASSETS) * 2
     pw = TopicWriter(out, "market.prices.v1", fmt, n_prices, bad_rng)
-    n_raw = 0
+    n_chainlink = n_pyth = 0
     try:
         with (
             open(out / RAW_CHAINLINK, "w", encoding="utf-8", newline="\n") as fc,
             open(out / RAW_PYTH, "w", encoding="utf-8", newline="\n") as fp,
         ):
             for chainlink, pyth, events in oracle_rows(market, clock):
-                fc.write(_dumps(chainlink) + "\n")
-                fp.write(_dumps(pyth) + "\n")
-                n_raw += 1
+                if chainlink is not None:
+                    fc.write(_dumps(chainlink) + "\n")
+                    n_chainlink += 1
+                if pyth is not None:
+                    fp.write(_dumps(pyth) + "\n")
+                    n_pyth += 1
                 for e in events:
                     pw.write(e)
     finally:
         pw.close()
     writers["market.prices.v1"] = pw
     step(
-        f"oracles: {n_raw:,} Chainlink rounds, {n_raw:,} Pyth updates, {pw.n_valid:,} price events"
+        f"oracles: {n_chainlink:,} Chainlink rounds, {n_pyth:,} Pyth updates, {pw.n_valid:,} price events"
     )
 
     ledger = Ledger(substream(seed, "ledger"))
@@ -145,6 +148,7 @@ def generate(
         "counts": {t: writers[t].n_valid for t in INPUT_TOPICS},
         "margin_calls": margins,
         "depegs": depeg_truth(market, clock),
+        "oracle_outages": outage_truth(market, clock),
         "wash_trading": [wash],
         "rug_pulls": [rug],
         "pump_and_dumps": [pump],
@@ -161,8 +165,8 @@ def generate(
     )
     step("ground_truth.json written")
     summary: dict[str, int] = {t: writers[t].n_written for t in INPUT_TOPICS}
-    summary[RAW_CHAINLINK] = n_raw
-    summary[RAW_PYTH] = n_raw
+    summary[RAW_CHAINLINK] = n_chainlink
+    summary[RAW_PYTH] = n_pyth
     return summary
 
 

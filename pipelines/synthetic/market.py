@@ -256,6 +256,10 @@ def oracle_rows(market: Market, clock: Clock) -> Iterator[tuple[dict, dict, list
     first_round = chainlink_round_ids(market.seed)
     cl, pp, pc = market.cl_answer.tolist(), market.pyth_price.tolist(), market.pyth_conf.tolist()
     pe, pec = market.pyth_ema.tolist(), market.pyth_ema_conf.tolist()
+    silent: dict[tuple[str, str], set[int]] = {}
+    for o in oracle_outages(market):
+        for src in o.sources:
+            silent.setdefault((o.asset, src), set()).update(range(o.start_minute, o.end_minute))
     for k in range(market.n_minutes):
         ts = base_ts + 60 * k
         when = clock.at(60 * k)
@@ -287,11 +291,51 @@ def oracle_rows(market: Market, clock: Clock) -> Iterator[tuple[dict, dict, list
                     "publish_time": ts,
                 },
             }
+            # A feed in an outage publishes nothing: no raw update and no price event.
+            cl_on = k not in silent.get((asset, "chainlink"), ())
+            py_on = k not in silent.get((asset, "pyth"), ())
             yield (
-                chainlink,
-                pyth,
-                [normalise_chainlink(chainlink, when), normalise_pyth(pyth, asset, when)],
+                chainlink if cl_on else None,
+                pyth if py_on else None,
+                ([normalise_chainlink(chainlink, when)] if cl_on else [])
+                + ([normalise_pyth(pyth, asset, when)] if py_on else []),
             )
+
+
+@dataclass(frozen=True)
+class OracleOutage:
+    asset: str
+    sources: tuple[str, ...]
+    start_minute: int
+    end_minute: int  # exclusive
+
+
+def oracle_outages(market: Market) -> list[OracleOutage]:
+    """Scripted feed outages, so the composite's degraded and unavailable paths show in a demo.
+
+    From day 3 on: DAI's Pyth feed is silent for 2 h (the composite runs on Chainlink alone,
+    degraded); then on day 3 both DAI feeds are silent for 90 min (Chainlink is carried forward
+    for its heartbeat plus grace, then the price is unavailable until the feeds return).
+    """
+    if market.n_minutes < 3 * MINUTES_PER_DAY:
+        return []
+    day2, day3 = MINUTES_PER_DAY + 600, 2 * MINUTES_PER_DAY + 840
+    return [
+        OracleOutage("DAI", ("pyth",), day2, day2 + 120),
+        OracleOutage("DAI", ("chainlink", "pyth"), day3, day3 + 90),
+    ]
+
+
+def outage_truth(market: Market, clock: Clock) -> list[dict]:
+    return [
+        {
+            "asset": o.asset,
+            "sources": list(o.sources),
+            "start": iso(clock.at(60 * o.start_minute)),
+            "end": iso(clock.at(60 * o.end_minute)),
+        }
+        for o in oracle_outages(market)
+    ]
 
 
 OBSERVATION_DELAY_S = {"chainlink": 2, "pyth": 1}  # poller read lag: well inside any heartbeat
