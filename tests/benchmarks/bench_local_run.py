@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,15 +16,16 @@ import pyarrow.parquet as pq
 from pipelines.local import run_local
 from pipelines.synthetic import generate
 from schemas.registry import INPUT_TOPICS, TOPICS
+from tests.benchmarks.baselines import composite_rows
 from tests.benchmarks.common import emit, peak_rss_mb, timer
+from transforms.oracles import load_registry
 from transforms.parse import decode
-from transforms.prices import composite_price
 
 
 def baseline(data: Path) -> tuple[int, int]:
-    """Same work in one process without Beam: decode every topic, composite prices per minute."""
-    events = 0
-    minute_obs: dict[tuple[str, int], list] = defaultdict(list)
+    """Same work in one process without Beam: decode every topic, validate and compose prices."""
+    events, prices = 0, []
+    known = set(load_registry().assets())
     for topic in INPUT_TOPICS:
         model = TOPICS[topic]
         for raw in (data / f"{topic}.jsonl").read_bytes().splitlines():
@@ -34,12 +34,9 @@ def baseline(data: Path) -> tuple[int, int]:
                 rec = decode(model, raw, "json")
             except ValueError:  # pydantic's ValidationError is a ValueError: a dead letter
                 continue
-            if topic == "market.prices.v1":
-                minute_obs[(rec.asset, int(rec.publish_time.timestamp()) // 60)].append(
-                    (rec.source, rec.price)
-                )
-    rows = sum(1 for obs in minute_obs.values() if composite_price(obs) is not None)
-    return events, rows
+            if topic == "market.prices.v1" and rec.asset in known:
+                prices.append(rec)
+    return events, composite_rows(prices)
 
 
 def main(days: int = 7, accounts: int = 200) -> None:

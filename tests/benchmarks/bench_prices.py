@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,32 +16,22 @@ import apache_beam as beam
 
 from pipelines.synthetic import generate
 from runners.direct import local_pipeline_options
+from tests.benchmarks.baselines import composite_rows
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.composite_price import CompositeEngine
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.oracle_ingest import DECODERS, DecodeOracleUpdates
 from transforms.oracles import load_registry
-from transforms.price_validation import ValidatePrices, check_update
-from transforms.prices import CompositePrices, to_obs
+from transforms.price_validation import ValidatePrices
+from transforms.prices import CompositePrices
 
 
 def loop(raw: dict[str, list[bytes]]) -> tuple[int, int]:
     """The same work without Beam: decode, validate, compose each asset in one pass."""
     reg = load_registry()
-    by_asset = defaultdict(list)
-    for kind, lines in raw.items():
-        for line in lines:
-            e = DECODERS[kind](json.loads(line), reg)
-            if check_update(e, reg) is None:
-                by_asset[e.asset].append(to_obs(e, reg.heartbeat(e.asset, e.source)))
-    rows = 0
-    for obs in by_asset.values():
-        end = max(o.publish_us for o in obs)
-        end = end - end % 60_000_000 + 60_000_000
-        rows += len(
-            CompositeEngine(60, reg.grace_s, reg.max_source_deviation_bps, 2).compose(obs, end)[0]
-        )
-    return sum(len(v) for v in raw.values()), rows
+    events = [
+        DECODERS[kind](json.loads(line), reg) for kind, lines in raw.items() for line in lines
+    ]
+    return len(events), composite_rows(events)
 
 
 def main(days: int = 7) -> None:
