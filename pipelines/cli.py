@@ -7,6 +7,7 @@ defi-risk demo                      # all three, then a summary
 defi-risk schemas generate|check
 defi-risk sql "SELECT * FROM risk.latest_prices" --output-dir out/demo
 defi-risk query latest_prices --output-dir out/demo
+defi-risk oracle poll --rpc-url URL --hermes-url URL --interval 10 --publish jsonl:prices.jsonl
 """
 
 from __future__ import annotations
@@ -218,6 +219,12 @@ def cmd_demo(args) -> int:
     return 0 if report.balanced() else 1
 
 
+def cmd_oracle(args) -> int:
+    from pipelines.oracle.poller import poll_command
+
+    return poll_command(args)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="defi-risk",
@@ -352,6 +359,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--limit", type=int, default=0, help="At most this many rows (0: all).")
     v.set_defaults(func=cmd_query)
+
+    o = sub.add_parser(
+        "oracle", help="Oracle services: poll Chainlink (JSON-RPC) and Pyth (Hermes) prices."
+    )
+    o_sub = o.add_subparsers(dest="action", required=True, metavar="ACTION")
+    op = o_sub.add_parser(
+        "poll",
+        help="Poll every registry feed each interval and publish market.prices.v1 events.",
+    )
+    from pipelines.oracle.args import add_poll_arguments
+
+    add_poll_arguments(op)
+    op.set_defaults(func=cmd_oracle)
     return parser
 
 

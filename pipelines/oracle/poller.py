@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from pipelines.oracle.resilience import (
     CLOSED,
     Backoff,
     CircuitBreaker,
+    CircuitOpenError,
     Clock,
     RetryPolicy,
     SourceError,
@@ -187,16 +189,13 @@ class OraclePoller:
     # ---------------------------------------------------------------------------------- status
     def status(self) -> dict[str, str]:
         """``ok`` or ``degraded`` (breaker not closed) per source; ``disabled`` if not configured."""
-        return {
-            s: (
-                "disabled"
-                if s not in self.breakers
-                else "ok"
-                if self.breakers[s].state == CLOSED
-                else "degraded"
-            )
-            for s in SOURCES
-        }
+
+        def state(source: str) -> str:
+            if source not in self.breakers:
+                return "disabled"
+            return "ok" if self.breakers[source].state == CLOSED else "degraded"
+
+        return {s: state(s) for s in SOURCES}
 
     @property
     def last_rounds(self) -> dict[str, int]:
@@ -204,6 +203,10 @@ class OraclePoller:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # ----------------------------------------------------------------------------------- cycle
     def run(
@@ -247,9 +250,11 @@ class OraclePoller:
                 self.counters["skipped_pyth"] += 1
         chainlink_results = self._read_chainlink(deadline) if self.chainlink else []
 
-        for readings, err in chainlink_results:
-            if err is not None:
-                errors.setdefault("chainlink", str(err))
+        failures = [err for _, err in chainlink_results if err is not None]
+        if failures:  # report a real failure rather than "breaker open" when a cycle has both
+            real = [err for err in failures if not isinstance(err, CircuitOpenError)]
+            errors["chainlink"] = str((real or failures)[0])
+        for readings, _ in chainlink_results:
             for reading in readings:
                 self._handle_chainlink(reading)
         if pyth_future is not None:
@@ -261,7 +266,7 @@ class OraclePoller:
         self._flush_outbox()
 
         for source, err in errors.items():
-            log.warning("%s: %s", source, err)
+            log.info("%s: %s", source, err)  # the cycle report carries them too
         dead = self.dead_letters.counts - dead_before
         report = CycleReport(
             cycle=self.cycle,
@@ -338,19 +343,37 @@ class OraclePoller:
                 return [_Reading(feed, latest.round_id, latest, decimals, observed)], None
             phase, agg = split_round_id(latest.round_id)
             last_phase, last_agg = split_round_id(last)
-            first = last_agg + 1 if phase == last_phase else 1  # a new phase restarts at round 1
-            missing = range(first, agg)
-            for agg_round in missing[: self.config.max_backfill]:
-                rid = compose_round_id(phase, agg_round)
-                data = self._call(
+            budget = self.config.max_backfill
+
+            def read(rid: int) -> RoundData | None:
+                return self._call(
                     "chainlink",
-                    lambda rid=rid: reader.get_round(address, rid),
+                    lambda: reader.get_round(address, rid),
                     deadline,
-                    f"getRoundData {feed.asset} {agg_round}",
+                    f"getRoundData {feed.asset} {split_round_id(rid)}",
                 )
-                readings.append(_Reading(feed, rid, data, decimals, self.clock.time()))
-            if len(missing) <= self.config.max_backfill:
-                readings.append(_Reading(feed, latest.round_id, latest, decimals, observed))
+
+            # A phase change: first finish the older phases (the proxy still routes getRoundData
+            # to their aggregators; the first round without data ends a phase), then the new
+            # phase restarts at aggregator round 1.
+            for old_phase in range(last_phase, phase):
+                agg_round = last_agg + 1 if old_phase == last_phase else 1
+                while True:
+                    if budget <= 0:
+                        return readings, None  # the rest, and the latest, next cycle
+                    rid = compose_round_id(old_phase, agg_round)
+                    data, budget = read(rid), budget - 1
+                    if data is None:
+                        break
+                    readings.append(_Reading(feed, rid, data, decimals, self.clock.time()))
+                    agg_round += 1
+            for agg_round in range(last_agg + 1 if phase == last_phase else 1, agg):
+                if budget <= 0:
+                    return readings, None
+                rid = compose_round_id(phase, agg_round)
+                readings.append(_Reading(feed, rid, read(rid), decimals, self.clock.time()))
+                budget -= 1
+            readings.append(_Reading(feed, latest.round_id, latest, decimals, observed))
             return readings, None
         except SourceError as err:
             # what was read is handled; the feed resumes from its last handled round next cycle
@@ -530,74 +553,31 @@ def _pyth_key(raw: Any) -> tuple[str | None, int | None]:
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def add_poll_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rpc-url", help="Ethereum JSON-RPC URL for the Chainlink feeds (eth_call).")
-    p.add_argument("--hermes-url", help="Pyth Hermes base URL, e.g. https://hermes.pyth.network.")
-    p.add_argument(
-        "--interval", type=float, default=10.0, help="Seconds between cycles (default 10)."
-    )
-    p.add_argument(
-        "--publish",
-        required=True,
-        help="jsonl:PATH (append one JSON line per event) or pubsub:projects/P/topics/T.",
-    )
-    p.add_argument(
-        "--pubsub-format",
-        choices=("avro", "json"),
-        default="avro",
-        help="Pub/Sub message body: schemaless Avro (default) or JSON.",
-    )
-    p.add_argument(
-        "--feeds-registry", help="Feed registry TOML (default transforms/config/feeds.toml)."
-    )
-    stop = p.add_mutually_exclusive_group()
-    stop.add_argument(
-        "--iterations", type=int, help="Stop after N cycles (default: run until Ctrl-C)."
-    )
-    stop.add_argument(
-        "--duration", type=float, help="Stop after S seconds (default: until Ctrl-C)."
-    )
-    p.add_argument("--status-file", help="Write the source status as JSON here after each cycle.")
-    p.add_argument(
-        "--dead-letter-file",
-        help="Append refused readings (stale, decode errors) as dead-letter JSON lines "
-        "(default: log them).",
-    )
-    p.add_argument(
-        "--timeout", type=float, default=5.0, help="Per-request timeout in seconds (default 5)."
-    )
-    p.add_argument(
-        "--max-retries", type=int, default=3, help="Retries per request within a cycle (default 3)."
-    )
-    p.add_argument(
-        "--breaker-threshold",
-        type=int,
-        default=5,
-        help="Consecutive failed requests that open a source's circuit breaker (default 5).",
-    )
-    p.add_argument(
-        "--breaker-cooldown",
-        type=float,
-        default=30.0,
-        help="Seconds an open breaker waits before a trial request (default 30).",
-    )
-
-
 def poll_command(args: argparse.Namespace) -> int:
-    """``defi-risk oracle poll``: build the poller from the arguments and run it."""
+    """``defi-risk oracle poll``: build the poller from the arguments and run it.
+
+    Ctrl-C or SIGTERM stops after the current cycle (what is waiting is still published and the
+    sinks are closed); a second Ctrl-C aborts at once.
+    """
     if not args.rpc_url and not args.hermes_url:
-        print("defi-risk oracle poll: give --rpc-url, --hermes-url or both")
+        print("defi-risk oracle poll: give --rpc-url, --hermes-url or both", file=sys.stderr)
         return 2
-    config = PollerConfig(
-        interval_s=args.interval,
-        timeout_s=args.timeout,
-        max_retries=args.max_retries,
-        breaker_threshold=args.breaker_threshold,
-        breaker_cooldown_s=args.breaker_cooldown,
-    )
+    try:
+        config = PollerConfig(
+            interval_s=args.interval,
+            timeout_s=args.timeout,
+            max_retries=args.max_retries,
+            breaker_threshold=args.breaker_threshold,
+            breaker_cooldown_s=args.breaker_cooldown,
+        )
+        registry = load_registry(args.feeds_registry)
+        publisher = open_publisher(args.publish, args.pubsub_format)
+    except ValueError as err:  # includes RegistryError
+        print(f"defi-risk oracle poll: {err}", file=sys.stderr)
+        return 2
     poller = OraclePoller(
-        load_registry(args.feeds_registry),
-        open_publisher(args.publish, args.pubsub_format),
+        registry,
+        publisher,
         chainlink=ChainlinkReader(JsonRpcClient(args.rpc_url, args.timeout))
         if args.rpc_url
         else None,
@@ -606,24 +586,35 @@ def poll_command(args: argparse.Namespace) -> int:
         dead_letters=DeadLetterSink(args.dead_letter_file),
         status_file=args.status_file,
     )
+
+    def graceful(signum, frame) -> None:
+        if poller.stopping:
+            raise KeyboardInterrupt
+        print("oracle poll: stopping after this cycle (Ctrl-C again to abort)", flush=True)
+        poller.stop()
+
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: poller.stop())
+        previous = {sig: signal.signal(sig, graceful) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(
-        f"oracle poll: {len(poller.chainlink_feeds)} Chainlink + {len(poller.pyth_feeds)} Pyth feeds "
-        f"every {args.interval:g} s -> {args.publish}",
+        f"oracle poll: {len(poller.chainlink_feeds)} Chainlink + {len(poller.pyth_feeds)} Pyth "
+        f"feeds every {args.interval:g} s -> {args.publish}",
         flush=True,
     )
     try:
         poller.run(args.iterations, args.duration, on_cycle=lambda r: print(r.line(), flush=True))
     except KeyboardInterrupt:
-        print("oracle poll: interrupted, shutting down", flush=True)
+        print("oracle poll: aborted", flush=True)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         poller.close()
     c = poller.counters
     print(
         f"oracle poll: {poller.cycle} cycles, polled {c['polled']}, published {c['published']}, "
         f"duplicates skipped {c['duplicates_skipped']}, "
-        f"dead letters {dict(sorted(poller.dead_letters.counts.items()))}",
+        f"dead letters {dict(sorted(poller.dead_letters.counts.items()))}"
+        + (f", {c['publish_failures']} publish failures" if c["publish_failures"] else ""),
         flush=True,
     )
     return 0

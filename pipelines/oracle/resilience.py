@@ -125,13 +125,16 @@ def call_with_retry(
     (the start of the next poll cycle), so a failing source never delays the next cycle by more
     than one request timeout. Every attempt passes the breaker first and reports to it.
     """
-    attempt = 0
+    attempt, last_error = 0, None
     while True:
         if breaker is not None and not breaker.allow():
+            if last_error is not None:
+                raise last_error  # the breaker opened on our failures: report the cause
             raise CircuitOpenError(f"{what}: circuit breaker '{breaker.name}' is open")
         try:
             result = fn()
         except SourceError as exc:
+            last_error = exc
             if breaker is not None:
                 if exc.counts_as_failure:
                     breaker.record_failure()
