@@ -167,3 +167,17 @@ def test_stream_replay_gives_the_same_tables_as_the_batch_run(tmp_path):
         == stream.topics
         == {"market.prices.v1": {"in": 362, "out": 360, "dead_letter": 2}}
     )
+
+
+def test_parquet_topic_files_give_the_same_prices_as_jsonl(tmp_path):
+    # Parquet is typed: it holds the genuine records only, so the composite must match the JSONL
+    # run (whose malformed and refused lines become dead letters instead).
+    data = tmp_path / "in"
+    generate(data, days=1, accounts=5, seed=3, fmt="both")
+    from_jsonl = run_local(data, tmp_path / "j", pipeline="risk")
+    from_parquet = run_local(data, tmp_path / "p", pipeline="risk", input_format="parquet")
+    assert from_parquet.balanced() and from_parquet.dead_letter_reasons == {}
+    assert from_jsonl.dead_letter_reasons
+    j = pq.read_table(tmp_path / "j" / "tables" / "prices").sort_by("price_id")
+    p = pq.read_table(tmp_path / "p" / "tables" / "prices").sort_by("price_id")
+    assert j.num_rows == p.num_rows > 0 and j.equals(p)

@@ -374,27 +374,20 @@ def simulate_dex(
         )
 
     # Ordinary LP adds and removals keep burns in the data that are not rug pulls.
+    # (kind, events per day, smallest and largest fraction of the pool)
+    lp_changes = (("mint", 2, 0.005, 0.03), ("burn", 1, 0.05, 0.3))
     for spec in POOLS:
-        for _ in range(int(rng.poisson(2 * market.days))):
-            dex.plan(
-                Intent(
-                    fit(rng.uniform(600, span)),
-                    "mint",
-                    spec.name,
-                    lps[int(rng.integers(len(lps)))],
-                    fraction=float(rng.uniform(0.005, 0.03)),
+        for kind, per_day, lo, hi in lp_changes:
+            for _ in range(int(rng.poisson(per_day * market.days))):
+                dex.plan(
+                    Intent(
+                        fit(rng.uniform(600, span)),
+                        kind,
+                        spec.name,
+                        lps[int(rng.integers(len(lps)))],
+                        fraction=float(rng.uniform(lo, hi)),
+                    )
                 )
-            )
-        for _ in range(int(rng.poisson(1 * market.days))):
-            dex.plan(
-                Intent(
-                    fit(rng.uniform(600, span)),
-                    "burn",
-                    spec.name,
-                    lps[int(rng.integers(len(lps)))],
-                    fraction=float(rng.uniform(0.05, 0.3)),
-                )
-            )
 
     cases: dict = {"traders": traders}
     wash = _plan_wash(dex, rng, span, fit)
