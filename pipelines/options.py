@@ -67,6 +67,60 @@ class RiskPipelineOptions(PipelineOptions):
             "composite marked degraded. Default: the registry's max_source_deviation_bps.",
         )
 
+        parser.add_argument(
+            "--var_methods",
+            default="historical,parametric",
+            help="Comma-separated VaR methods to run together: historical, parametric, "
+            "filtered_historical, monte_carlo.",
+        )
+        parser.add_argument("--var_level", type=float, default=0.99, help="VaR confidence level.")
+        parser.add_argument(
+            "--es_level", type=float, default=0.975, help="Expected-shortfall level."
+        )
+        parser.add_argument(
+            "--var_horizon_days",
+            type=int,
+            default=1,
+            help="VaR horizon in days; one-bucket figures are scaled by the square root of time.",
+        )
+        parser.add_argument(
+            "--var_window",
+            type=int,
+            default=730,
+            help="Returns per scenario set (default 730: two years of daily returns).",
+        )
+        parser.add_argument(
+            "--var_interval",
+            default="daily",
+            choices=("daily", "hourly"),
+            help="Return interval and recomputation frequency: daily (default) or hourly (intraday).",
+        )
+        parser.add_argument(
+            "--var_min_scenarios",
+            type=int,
+            default=30,
+            help="No VaR is written while fewer joint returns than this are available.",
+        )
+        parser.add_argument(
+            "--var_shards",
+            type=int,
+            default=16,
+            help="Account shards valued together in one vector step (more shards: more parallelism).",
+        )
+
+    def var_config(self):
+        from transforms.var_engine import VarConfig
+
+        return VarConfig(
+            methods=tuple(m.strip() for m in self.var_methods.split(",") if m.strip()),
+            level=self.var_level,
+            es_level=self.es_level,
+            horizon_days=self.var_horizon_days,
+            window=self.var_window,
+            min_scenarios=self.var_min_scenarios,
+            bucket_s=86_400 if self.var_interval == "daily" else 3_600,
+        )
+
     def assets(self) -> tuple[str, ...]:
         if self.known_assets:
             return tuple(a.strip() for a in self.known_assets.split(",") if a.strip())

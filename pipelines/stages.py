@@ -19,6 +19,7 @@ from pipelines.options import RiskPipelineOptions
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.price_validation import ValidatePrices
 from transforms.prices import CompositePrices
+from transforms.var import ComputeVaR
 
 
 @dataclass
@@ -64,6 +65,16 @@ def _composite_prices(streams: dict[str, PCollection], options: Any) -> StageOut
     )
 
 
+def _compute_var(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    result = (streams["composite_prices"], streams["settlements.v1"]) | "ComputeVaR" >> ComputeVaR(
+        opts.var_config(),
+        shards=opts.var_shards,
+        streaming=options.view_as(StandardOptions).streaming,
+    )
+    return StageOutput(tables={"portfolio_var": result.var}, dead_letters=[result[DEAD_LETTER_TAG]])
+
+
 STAGES: list[Stage] = [
     Stage(
         "ValidatePrices",
@@ -74,6 +85,7 @@ STAGES: list[Stage] = [
     Stage(
         "CompositePrices", frozenset({"risk", "surveillance"}), ("valid_prices",), _composite_prices
     ),
+    Stage("ComputeVaR", frozenset({"risk"}), ("composite_prices", "settlements.v1"), _compute_var),
 ]
 
 # Topics each named pipeline reads. "all" reads every input topic.

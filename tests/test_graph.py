@@ -120,6 +120,8 @@ def test_step_labels_are_stable():
         "CompositePrices/Compose",
         "ValidatePrices",
         "ValidatePrices/Check",
+        "ComputeVaR",
+        "ComputeVaR/ValueShards",
         "FlattenDeadLetters",
     ]:
         assert expected in labels, expected
