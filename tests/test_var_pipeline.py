@@ -167,3 +167,47 @@ def test_compute_var_in_a_pipeline_matches_the_engine():
             label="Rows",
         )
         assert_that(out[DEAD_LETTER_TAG], equal_to([]), label="NoDead")
+
+
+def test_compute_var_streaming_under_test_stream_values_each_bucket_as_the_watermark_passes():
+    from apache_beam.testing.test_stream import TestStream
+
+    cfg = VarConfig(methods=("parametric",), window=3, min_scenarios=2, bucket_s=3600)
+    hour = timedelta(hours=1)
+    P, S = "prices", "settlements"
+    stream = (
+        TestStream(output_tags={P, S})
+        .advance_watermark_to(T0.timestamp(), tag=P)
+        .advance_watermark_to(T0.timestamp(), tag=S)
+    )
+    s1 = settle(1, "a", "deposit", "ETH", "2", 0)  # at T0 + 1 h
+    stream = stream.add_elements(
+        [TimestampedValue(s1, Timestamp.from_utc_datetime(s1.event_time))], tag=S
+    )
+    eth = [3000.0, 3030.0, 2990.0, 3050.0, 3000.0]
+    for h, price in enumerate(eth):
+        t = T0 + (h + 1) * hour
+        row = PriceRow(
+            price_id=f"p{h}",
+            asset="ETH",
+            price=Decimal(repr(price)),
+            status="ok",
+            n_sources=2,
+            sources=["chainlink", "pyth"],
+            window_start=t - timedelta(minutes=1),
+            event_time=t,
+        )
+        stream = stream.add_elements(
+            [TimestampedValue(row, Timestamp.from_utc_datetime(t) - 1e-6)], tag=P
+        )
+        stream = stream.advance_watermark_to((t + timedelta(minutes=1)).timestamp(), tag=P)
+        stream = stream.advance_watermark_to((t + timedelta(minutes=1)).timestamp(), tag=S)
+    stream = stream.advance_watermark_to_infinity(tag=P).advance_watermark_to_infinity(tag=S)
+    with beam.Pipeline(options=local_pipeline_options(streaming=True)) as p:
+        src = p | stream
+        out = (src[P], src[S]) | ComputeVaR(cfg, shards=2, streaming=True)
+        # Closes at hours 1..5; the deposit lands in hour 2's bucket; 2 returns are needed: hours 3..5.
+        assert_that(
+            out.var | beam.Map(lambda r: (r.as_of.hour, r.n_scenarios)),
+            equal_to([(3, 2), (4, 3), (5, 3)]),
+        )
