@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from schemas.events import Settlement
+from tests.factories import settlement
 from transforms.positions import PositionBook, exposure_matrix
 
 T = datetime(2025, 1, 6, tzinfo=UTC)
@@ -17,17 +18,7 @@ T = datetime(2025, 1, 6, tzinfo=UTC)
 def s(
     i: int, kind: str, asset: str, amount: str, decimals: int = 18, account: str = "a"
 ) -> Settlement:
-    raw = str(int(Decimal(amount).scaleb(decimals)))
-    return Settlement(
-        event_id=f"s{i}",
-        account_id=account,
-        venue="aave_v3",
-        kind=kind,
-        asset=asset,
-        amount_raw=raw,
-        decimals=decimals,
-        event_time=T,
-    )
+    return settlement(f"s{i}", account, kind, asset, amount, T, decimals)
 
 
 def test_the_worked_example_book_values_to_health_100():

@@ -15,6 +15,7 @@ from apache_beam.utils.timestamp import Timestamp
 from runners.direct import local_pipeline_options
 from schemas.events import Settlement
 from schemas.tables import PriceRow
+from tests.factories import settlement
 from transforms import var_computation as vc
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.var import ComputeVaR, shard_of
@@ -29,15 +30,8 @@ BTC = 90000 * np.cumprod(1 + RNG.normal(0, 0.02, 60))
 
 
 def settle(i, account, kind, asset, amount, day, decimals=18) -> Settlement:
-    return Settlement(
-        event_id=f"s{i}",
-        account_id=account,
-        venue="aave_v3",
-        kind=kind,
-        asset=asset,
-        amount_raw=str(int(Decimal(amount).scaleb(decimals))),
-        decimals=decimals,
-        event_time=T0 + timedelta(days=day, hours=1),
+    return settlement(
+        f"s{i}", account, kind, asset, amount, T0 + timedelta(days=day, hours=1), decimals
     )
 
 
