@@ -35,7 +35,7 @@ def test_zone_transitions_emit_margin_call_liquidation_and_recovered():
     assert [(e.previous_zone, e.zone) for e in events] == [
         ("warning", "margin_call"),
         ("margin_call", "liquidation"),
-        ("margin_call", "healthy"),
+        ("margin_call", "warning"),
     ]
     assert state.zone == "warning"  # 40 is below the warning level of 50
 
