@@ -39,6 +39,7 @@ from schemas.events import PriceEvent
 from schemas.tables import PriceRow
 from transforms.composite_price import MICROS, CompositeEngine, Obs, Reject, WindowResult
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.event_timers import output_timestamp, push_timer_forward
 from transforms.oracles import load_registry, normalise_feed_id
 
 DEFAULT_WINDOW_SECONDS = 60
@@ -138,9 +139,7 @@ class CompositeFn(beam.DoFn):
         pending.add(obs)
         w = self.window_s * MICROS
         end = obs.publish_us - obs.publish_us % w + w
-        if end > (latest_end.read() or 0):  # never move the timer backwards
-            latest_end.write(end)
-            compose.set(Timestamp(micros=end))
+        push_timer_forward(latest_end, compose, end)
 
     @on_timer(COMPOSE)
     def on_compose(
@@ -178,12 +177,8 @@ class CompositeFn(beam.DoFn):
             self.rows.inc()
             if r.status == "price_unavailable":
                 self.unavailable.inc()
-            # A row carries its window's end; in streaming never a time behind the timer that
-            # emits it, or downstream steps would see it as late data and drop it.
-            ts = r.window_end_us - 1
             yield TimestampedValue(
-                price_row(asset, r),
-                Timestamp(micros=max(ts, fire.micros) if self.streaming else ts),
+                price_row(asset, r), output_timestamp(r.window_end_us, fire, self.streaming)
             )
         for rej in rejects:
             self.rejected.inc()

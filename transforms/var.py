@@ -36,6 +36,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.serde import to_json
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.event_timers import output_timestamp, push_timer_forward
 from transforms.var_engine import MICROS, Close, VarConfig, VarShardEngine
 
 
@@ -88,9 +89,7 @@ class VarShardFn(beam.DoFn):
             settlements.add(item)
             t = int(item.event_time.timestamp() * MICROS)
             end = t - t % b + b
-        if end > (latest.read() or 0):
-            latest.write(end)
-            timer.set(Timestamp(micros=end))
+        push_timer_forward(latest, timer, end)
 
     @on_timer(VALUE)
     def on_value(
@@ -113,10 +112,8 @@ class VarShardFn(beam.DoFn):
         engine.write(eng)
         for row in rows:
             self.rows.inc()
-            ts = int(Timestamp.from_utc_datetime(row.as_of).micros) - 1
-            yield TimestampedValue(
-                row, Timestamp(micros=max(ts, fire.micros) if self.streaming else ts)
-            )
+            end = int(Timestamp.from_utc_datetime(row.as_of).micros)
+            yield TimestampedValue(row, output_timestamp(end, fire, self.streaming))
         for r in rejected:
             Metrics.counter("dead_letter", f"ComputeVaR.{r.outcome.reason}").inc()
             yield beam.pvalue.TaggedOutput(

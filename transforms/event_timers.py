@@ -1,0 +1,27 @@
+"""Two rules shared by the stateful DoFns that buffer events and process them on a timer."""
+
+from __future__ import annotations
+
+from apache_beam.utils.timestamp import Timestamp
+
+
+def push_timer_forward(latest_state, timer, end_us: int) -> None:
+    """Sets ``timer`` to ``end_us`` unless it is already set later: it never moves backwards.
+
+    A timer fires once, at the last time it was set to. Keeping it at the latest end seen means
+    one firing processes everything up to there: in batch a single pass over the whole bag, in
+    streaming one pass per watermark step (out-of-order arrivals never delay what was due).
+    """
+    if end_us > (latest_state.read() or 0):
+        latest_state.write(end_us)
+        timer.set(Timestamp(micros=end_us))
+
+
+def output_timestamp(end_us: int, fire: Timestamp, streaming: bool) -> Timestamp:
+    """The Beam timestamp of a row ending at ``end_us`` emitted by a timer firing at ``fire``.
+
+    The row carries its own end (minus 1 µs, inside its window); in streaming never a time behind
+    the timer that emits it, or downstream steps would see it as late data and drop it.
+    """
+    ts = end_us - 1
+    return Timestamp(micros=max(ts, fire.micros) if streaming else ts)
