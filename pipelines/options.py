@@ -108,6 +108,73 @@ class RiskPipelineOptions(PipelineOptions):
             help="Account shards valued together in one vector step (more shards: more parallelism).",
         )
 
+        parser.add_argument(
+            "--margin_shards",
+            type=int,
+            default=16,
+            help="Account shards of the margin engine; each price window is sent to every shard.",
+        )
+        parser.add_argument(
+            "--margin_warning",
+            default="50",
+            help="Health score (%%) below which an account is in the warning zone.",
+        )
+        parser.add_argument(
+            "--margin_call",
+            default="30",
+            help="Health score (%%) below which an account is in margin call.",
+        )
+        parser.add_argument(
+            "--margin_liquidation",
+            default="15",
+            help="Health score (%%) below which an account is liquidatable.",
+        )
+        parser.add_argument(
+            "--margin_band",
+            default="2",
+            help="Hysteresis band in health points: an account leaves a zone only once its health "
+            "clears the zone's threshold by this much.",
+        )
+        parser.add_argument(
+            "--margin_cooldown_s",
+            type=int,
+            default=300,
+            help="Event-time seconds during which a repeated alert of the same account and type is "
+            "suppressed (the margin_events table still records it).",
+        )
+        parser.add_argument(
+            "--margin_snapshot_s",
+            type=int,
+            default=3600,
+            help="Every this many event-time seconds, a margin_health row for every account with "
+            "debt (0: rows only on settlements and zone changes).",
+        )
+        parser.add_argument(
+            "--margin_allowed_lateness_s",
+            type=int,
+            default=600,
+            help="A settlement up to this late (behind the processed event time) is applied; a "
+            "later one is a dead letter (late_settlement).",
+        )
+
+    def margin_config(self):
+        from decimal import Decimal
+
+        from transforms.margin_engine import MarginConfig
+        from transforms.margin_event_detector import DetectorConfig
+
+        return MarginConfig(
+            detector=DetectorConfig(
+                warning=Decimal(self.margin_warning),
+                margin_call=Decimal(self.margin_call),
+                liquidation=Decimal(self.margin_liquidation),
+                band=Decimal(self.margin_band),
+                cooldown_s=self.margin_cooldown_s,
+            ),
+            snapshot_s=self.margin_snapshot_s,
+            allowed_lateness_s=self.margin_allowed_lateness_s,
+        )
+
     def var_config(self):
         from transforms.var_engine import VarConfig
 

@@ -17,6 +17,7 @@ from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
 from transforms.dead_letter import DEAD_LETTER_TAG
+from transforms.margin import ALERTS_TAG, EVENTS_TAG, MonitorMargins
 from transforms.price_validation import ValidatePrices
 from transforms.prices import CompositePrices
 from transforms.var import ComputeVaR
@@ -71,8 +72,28 @@ def _compute_var(streams: dict[str, PCollection], options: Any) -> StageOutput:
         opts.var_config(),
         shards=opts.var_shards,
         streaming=options.view_as(StandardOptions).streaming,
+        # MonitorMargins (same pipelines, same settlements, same PositionBook rules) writes the
+        # dead letters of refused settlements; VaR only counts them.
+        dead_letter_rejections=False,
     )
     return StageOutput(tables={"portfolio_var": result.var}, dead_letters=[result[DEAD_LETTER_TAG]])
+
+
+def _monitor_margins(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    result = (
+        streams["composite_prices"],
+        streams["settlements.v1"],
+    ) | "MonitorMargins" >> MonitorMargins(
+        opts.margin_config(),
+        shards=opts.margin_shards,
+        streaming=options.view_as(StandardOptions).streaming,
+    )
+    return StageOutput(
+        tables={"margin_health": result.health, "margin_events": result[EVENTS_TAG]},
+        alerts={"alerts.margin.v1": result[ALERTS_TAG]},
+        dead_letters=[result[DEAD_LETTER_TAG]],
+    )
 
 
 STAGES: list[Stage] = [
@@ -86,6 +107,12 @@ STAGES: list[Stage] = [
         "CompositePrices", frozenset({"risk", "surveillance"}), ("valid_prices",), _composite_prices
     ),
     Stage("ComputeVaR", frozenset({"risk"}), ("composite_prices", "settlements.v1"), _compute_var),
+    Stage(
+        "MonitorMargins",
+        frozenset({"risk"}),
+        ("composite_prices", "settlements.v1"),
+        _monitor_margins,
+    ),
 ]
 
 # Topics each named pipeline reads. "all" reads every input topic.

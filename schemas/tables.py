@@ -105,11 +105,18 @@ class LiquidationPrice(BaseModel):
 class MarginHealthRow(Contract):
     event_time_field = "event_ts"
     key_fields = ("account_id",)
-    doc = "Margin health of one account after a settlement or a price update."
+    doc = "Margin health of one account after a settlement, a zone change or a periodic snapshot."
 
-    row_id: str = Field(description="Deterministic id: hash of account and event_ts.")
+    row_id: str = Field(
+        description="Deterministic id: hash of account, event_ts, trigger and the triggering "
+        "settlement id or priced asset."
+    )
     account_id: str = Field(description="The account.")
     event_ts: EventTime = Field(description="Event time of the update.")
+    trigger: Literal["settlement", "price", "snapshot"] = Field(
+        description="Why the row was written: a settlement of the account, a price that moved it "
+        "to another zone, or the periodic snapshot of every account with debt."
+    )
     collateral_usd: Numeric = Field(description="Collateral value in USD.")
     borrow_usd: Numeric = Field(description="Debt value in USD.")
     health_score: Numeric | None = Field(

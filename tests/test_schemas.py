@@ -193,6 +193,7 @@ def test_table_rows_convert_to_arrow_at_numeric_scale():
         row_id="r",
         account_id="a",
         event_ts=T0,
+        trigger="snapshot",
         collateral_usd="30000.1234567891",
         borrow_usd="15000",
         health_score="100.0",

@@ -111,6 +111,7 @@ def health(account, at, zone, collateral, borrow, score, liquidation_prices=()):
         row_id=deterministic_id(account, ts(at)),
         account_id=account,
         event_ts=ts(at),
+        trigger="settlement",
         collateral_usd=d(collateral),
         borrow_usd=d(borrow),
         health_score=d(score),

@@ -12,7 +12,10 @@ Design (linear in events, the same in batch and streaming):
    values the whole shard at each bucket end in one vectorised step (exposures @ returns), driven
    by an event-time timer set to the latest bucket end seen; in batch it fires once, at the end.
 
-Refused settlements (duplicates, balances below zero) are dead letters.
+Refused settlements (duplicates, balances below zero) are dead letters, unless
+``dead_letter_rejections`` is off: in the risk pipeline ``MonitorMargins`` applies the same
+``PositionBook`` rules to the same settlements and owns their dead letters, so each refused
+settlement is one dead-letter row, not two (VaR still counts them, in ``var/...refused``).
 """
 
 from __future__ import annotations
@@ -68,8 +71,9 @@ class VarShardFn(beam.DoFn):
     LATEST = ReadModifyWriteStateSpec("latest_end", VarIntCoder())
     VALUE = TimerSpec("value", TimeDomain.WATERMARK)
 
-    def __init__(self, config: VarConfig, streaming: bool):
+    def __init__(self, config: VarConfig, streaming: bool, dead_letter_rejections: bool = True):
         self.config, self.streaming = config, streaming
+        self.dead_letter_rejections = dead_letter_rejections
         self.rows = Metrics.counter("var", "ComputeVaR.rows")
 
     def process(
@@ -115,6 +119,9 @@ class VarShardFn(beam.DoFn):
             end = int(Timestamp.from_utc_datetime(row.as_of).micros)
             yield TimestampedValue(row, output_timestamp(end, fire, self.streaming))
         for r in rejected:
+            if not self.dead_letter_rejections:
+                Metrics.counter("var", f"ComputeVaR.refused.{r.outcome.reason}").inc()
+                continue
             Metrics.counter("dead_letter", f"ComputeVaR.{r.outcome.reason}").inc()
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER_TAG,
@@ -132,8 +139,15 @@ class VarShardFn(beam.DoFn):
 class ComputeVaR(beam.PTransform):
     """(composite price rows, settlements) -> PortfolioVarRow (main ``var``) and dead letters."""
 
-    def __init__(self, config: VarConfig | None = None, shards: int = 16, streaming: bool = False):
+    def __init__(
+        self,
+        config: VarConfig | None = None,
+        shards: int = 16,
+        streaming: bool = False,
+        dead_letter_rejections: bool = True,
+    ):
         super().__init__()
+        self.dead_letter_rejections = dead_letter_rejections
         self.config = config or VarConfig()
         self.shards = shards
         self.streaming = streaming
@@ -164,5 +178,5 @@ class ComputeVaR(beam.PTransform):
             >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
         )
         return merged | "ValueShards" >> beam.ParDo(
-            VarShardFn(self.config, self.streaming)
-        ).with_outputs(DEAD_LETTER_TAG, main="var")
+            VarShardFn(self.config, self.streaming, self.dead_letter_rejections)
+        ).with_input_types(tuple[int, Any]).with_outputs(DEAD_LETTER_TAG, main="var")

@@ -1,0 +1,215 @@
+"""MonitorMargins: streaming margin health, margin events and throttled margin alerts.
+
+    pytest tests/test_margin_pipeline.py
+    defi-risk run risk --input-dir data/demo --output-dir out/demo     # margin_* tables + alerts
+
+Design (the same in batch and streaming; the engine is ``transforms.margin_engine``):
+
+1. Accounts are spread over ``shards`` keys by the same stable hash as VaR (``shard_of``); each
+   settlement goes to its account's shard, and every composite price row to every shard (a
+   handful of elements per price window, whatever the number of accounts).
+2. ``MarginShardFn`` keeps the shard's ``MarginShardEngine`` (positions, detector states, the
+   account x asset arrays) in state. Elements are buffered in bags; an event-time ``process``
+   timer at the latest element time processes everything due in event-time order in one pass
+   (in batch: once, at the end; in streaming: each time the watermark moves past new input).
+3. Per-(account, event type) alert cooldowns compare event times kept in that state; a second
+   event-time timer, ``purge``, fires when the first closed account's cooldown and allowed
+   lateness have passed and drops closed accounts from state, so state stays bounded.
+
+Outputs: ``health`` (MarginHealthRow, main), ``events`` (MarginEventRow, every transition),
+``alerts`` (MarginAlert, only the alerts the cooldown let through) and dead letters: refused
+settlements (``duplicate``, ``negative_balance``, ``late_settlement``) with their reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from schemas.serde import to_json
+from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick, _us
+from transforms.var import shard_of
+
+EVENTS_TAG = "events"
+ALERTS_TAG = "alerts"
+
+
+def to_tick(row) -> PriceTick:
+    return PriceTick(row.asset, _us(row.event_time), row.price, row.status)
+
+
+class MarginShardFn(beam.DoFn):
+    SETTLEMENTS = BagStateSpec("settlements", PickleCoder())
+    TICKS = BagStateSpec("ticks", PickleCoder())
+    ENGINE = ReadModifyWriteStateSpec("engine", PickleCoder())
+    LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())  # latest element time seen
+    FIRED = ReadModifyWriteStateSpec("fired", VarIntCoder())  # time processed so far
+    PROCESS = TimerSpec("process", TimeDomain.WATERMARK)
+    PURGE = TimerSpec("purge", TimeDomain.WATERMARK)
+
+    def __init__(self, config: MarginConfig, streaming: bool):
+        self.config, self.streaming = config, streaming
+        self.health_rows = Metrics.counter("margin", "MonitorMargins.health_rows")
+        self.event_rows = Metrics.counter("margin", "MonitorMargins.events")
+        self.alert_rows = Metrics.counter("margin", "MonitorMargins.alerts")
+        self.opened = Metrics.counter("margin", "MonitorMargins.accounts_opened")
+        self.purged = Metrics.counter("margin", "MonitorMargins.accounts_purged")
+        self.stale = Metrics.counter("margin", "MonitorMargins.stale_prices_ignored")
+
+    def process(
+        self,
+        element,
+        settlements=beam.DoFn.StateParam(SETTLEMENTS),
+        ticks=beam.DoFn.StateParam(TICKS),
+        latest=beam.DoFn.StateParam(LATEST),
+        fired=beam.DoFn.StateParam(FIRED),
+        timer=beam.DoFn.TimerParam(PROCESS),
+    ):
+        _, (kind, item) = element
+        if kind == "price":
+            tick = to_tick(item)
+            ticks.add(tick)
+            t = tick.t_us
+        else:
+            settlements.add(item)
+            t = _us(item.event_time)
+        done = fired.read()
+        if t > (latest.read() or 0):
+            latest.write(t)
+            timer.set(Timestamp(micros=t))
+        elif done is not None and t <= done:
+            # Behind what was processed (late): fire again now. A later pending element keeps its
+            # place: the firing re-arms the timer for whatever is left in the bags.
+            timer.set(Timestamp(micros=done))
+
+    @on_timer(PROCESS)
+    def on_process(
+        self,
+        fire=beam.DoFn.TimestampParam,
+        settlements=beam.DoFn.StateParam(SETTLEMENTS),
+        ticks=beam.DoFn.StateParam(TICKS),
+        engine=beam.DoFn.StateParam(ENGINE),
+        latest=beam.DoFn.StateParam(LATEST),
+        fired=beam.DoFn.StateParam(FIRED),
+        timer=beam.DoFn.TimerParam(PROCESS),
+        purge=beam.DoFn.TimerParam(PURGE),
+    ):
+        eng = engine.read() or MarginShardEngine(self.config)
+        before = eng.state_size()
+        until = int(fire.micros)
+        out, later_s, later_t = eng.advance(list(settlements.read()), list(ticks.read()), until)
+        settlements.clear()
+        ticks.clear()
+        for s in later_s:
+            settlements.add(s)
+        for t in later_t:
+            ticks.add(t)
+        fired.write(max(fired.read() or until, until))
+        if later_s or later_t:
+            timer.set(Timestamp(micros=max(latest.read() or until, until)))
+        self.opened.inc(max(0, eng.state_size() - before))
+        self.stale.inc(out.stale_prices)
+        nxt = eng.next_purge_us()
+        if nxt is not None:
+            purge.set(Timestamp(micros=max(nxt, until)))
+        engine.write(eng)
+        yield from self._emit(out, fire)
+
+    @on_timer(PURGE)
+    def on_purge(
+        self,
+        fire=beam.DoFn.TimestampParam,
+        engine=beam.DoFn.StateParam(ENGINE),
+        purge=beam.DoFn.TimerParam(PURGE),
+    ):
+        eng = engine.read()
+        if eng is None:
+            return
+        self.purged.inc(eng.purge(int(fire.micros)))
+        nxt = eng.next_purge_us()
+        if nxt is not None:
+            purge.set(Timestamp(micros=max(nxt, int(fire.micros))))
+        engine.write(eng)
+
+    def _ts(self, t_us: int, fire: Timestamp) -> Timestamp:
+        # In streaming never behind the firing timer, or downstream steps would see late data.
+        return Timestamp(micros=max(t_us, fire.micros) if self.streaming else t_us)
+
+    def _emit(self, out, fire):
+        for t, row in out.health:
+            self.health_rows.inc()
+            yield TimestampedValue(row, self._ts(t, fire))
+        for t, row in out.events:
+            self.event_rows.inc()
+            yield beam.pvalue.TaggedOutput(EVENTS_TAG, TimestampedValue(row, self._ts(t, fire)))
+        for t, alert in out.alerts:
+            self.alert_rows.inc()
+            yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(alert, self._ts(t, fire)))
+        for r in out.rejected:
+            Metrics.counter("dead_letter", f"MonitorMargins.{r.outcome.reason}").inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                make_dead_letter(
+                    source="settlements.v1",
+                    stage="MonitorMargins",
+                    reason=r.outcome.reason,
+                    error=r.outcome.message,
+                    raw=to_json(r.settlement),
+                    event_time=r.settlement.event_time,
+                ),
+            )
+
+
+class MonitorMargins(beam.PTransform):
+    """(composite price rows, settlements) -> margin_health (main ``health``), ``events``,
+    ``alerts`` and dead letters."""
+
+    def __init__(
+        self, config: MarginConfig | None = None, shards: int = 16, streaming: bool = False
+    ):
+        super().__init__()
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        self.config = config or MarginConfig()
+        self.shards = shards
+        self.streaming = streaming
+
+    def expand(self, inputs):
+        prices, settlements = inputs
+        shards = self.shards
+        ticks = (
+            prices
+            | "PricesGlobal" >> beam.WindowInto(window.GlobalWindows())
+            | "BroadcastPrices"
+            >> beam.FlatMap(lambda r: [(s, ("price", r)) for s in range(shards)])
+        )
+        keyed = (
+            settlements
+            | "SettlementsGlobal" >> beam.WindowInto(window.GlobalWindows())
+            | "KeyByShard" >> beam.Map(lambda s: (shard_of(s.account_id, shards), ("settle", s)))
+        )
+        merged = (
+            (ticks, keyed)
+            | "Merge" >> beam.Flatten()
+            | "GlobalWindow"
+            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
+        )
+        return merged | "MarginShards" >> beam.ParDo(
+            MarginShardFn(self.config, self.streaming)
+        ).with_input_types(tuple[int, Any]).with_outputs(
+            EVENTS_TAG, ALERTS_TAG, DEAD_LETTER_TAG, main="health"
+        )
