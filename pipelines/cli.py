@@ -9,6 +9,7 @@ defi-risk sql "SELECT * FROM risk.latest_prices" --output-dir out/demo
 defi-risk query latest_prices --output-dir out/demo
 defi-risk oracle poll --rpc-url URL --hermes-url URL --interval 10 --publish jsonl:prices.jsonl
 defi-risk backtest var --prices FILE --asset BTC --level 0.99 --window 250 --method historical
+defi-risk emulator start|status|stop        # the local Pub/Sub emulator, topics and subscriptions
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def cmd_run(args) -> int:
     )
     _print_accounting(report)
     return 0 if report.balanced() else 1
+
+
+def cmd_emulator(args) -> int:
+    from pipelines.emulator import emulator_command
+
+    return emulator_command(args)
 
 
 def _print_accounting(report) -> None:
@@ -403,6 +410,15 @@ def make_parser() -> argparse.ArgumentParser:
 
     add_backtest_arguments(btv)
     btv.set_defaults(func=cmd_backtest)
+
+    em = sub.add_parser(
+        "emulator",
+        help="Start, stop or check the local Pub/Sub emulator (creates every topic and subscription).",
+    )
+    from pipelines.live_args import add_emulator_arguments
+
+    add_emulator_arguments(em)
+    em.set_defaults(func=cmd_emulator)
     return parser
 
 

@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -573,62 +567,10 @@ def test_chaos(seed, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ pub/sub
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def pubsub_emulator(tmp_path):
-    """The real emulator in its own process group (gcloud leaves its java child otherwise)."""
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        pytest.skip("gcloud is not on PATH (install the Google Cloud CLI and its pubsub emulator)")
-    host = f"127.0.0.1:{_free_port()}"
-    log_path = tmp_path / "emulator.log"
-    env = {
-        **os.environ,
-        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}",
-             "--project=defi-risk-test"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-500:]
-                pytest.skip(f"the Pub/Sub emulator did not start (exit {proc.returncode}): {tail}")
-            try:
-                with urllib.request.urlopen(f"http://{host}/", timeout=1) as answer:
-                    if answer.read().strip() == b"Ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.skip("the Pub/Sub emulator did not answer within 60 s")
-            time.sleep(0.1)
-        yield host
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                continue
-
-
+# The pubsub_emulator fixture (tests/conftest.py) starts the real emulator on a free port.
 @pytest.mark.pubsub
 def test_pubsub_emulator_round_trip(pubsub_emulator, tmp_path, monkeypatch):
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
     from apache_beam.utils.timestamp import Timestamp
     from google.cloud import pubsub_v1
 
