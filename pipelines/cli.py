@@ -10,6 +10,8 @@ defi-risk query latest_prices --output-dir out/demo
 defi-risk oracle poll --rpc-url URL --hermes-url URL --interval 10 --publish jsonl:prices.jsonl
 defi-risk backtest var --prices FILE --asset BTC --level 0.99 --window 250 --method historical
 defi-risk emulator start|status|stop        # the local Pub/Sub emulator, topics and subscriptions
+defi-risk run risk --source pubsub --streaming --output-dir out/live --duration-s 120
+defi-risk publish --input-dir data/demo --rate 100
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.live_args import DEFAULT_PROJECT, DEFAULT_PULL_MAX_MESSAGES
 from pipelines.options import PIPELINES
 
 
@@ -53,6 +56,18 @@ def cmd_generate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.source == "pubsub":
+        return cmd_run_live(args)
+    if args.streaming:
+        print(
+            "defi-risk run: --streaming is for --source pubsub; replay files in streaming mode "
+            "with --replay stream",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.input_dir:
+        print("defi-risk run: --input-dir is required with --source files", file=sys.stderr)
+        return 2
     from pipelines.local import run_local
 
     report = run_local(
@@ -70,6 +85,44 @@ def cmd_run(args) -> int:
     )
     _print_accounting(report)
     return 0 if report.balanced() else 1
+
+
+def cmd_run_live(args) -> int:
+    if not args.streaming:
+        print(
+            "defi-risk run: Pub/Sub is an unbounded source: add --streaming "
+            "(defi-risk run PIPELINE --source pubsub --streaming ...)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.duration_s is not None and args.duration_s <= 0:
+        print(
+            "defi-risk run: --duration-s must be > 0 (leave it out to run until Ctrl-C)",
+            file=sys.stderr,
+        )
+        return 2
+    from pipelines.live import LiveRunError, print_live_report, run_live
+
+    try:
+        report = run_live(
+            args.pipeline,
+            args.project,
+            args.output_dir,
+            duration_s=args.duration_s,
+            extra_args=args.pipeline_options,
+            pull_max_messages=args.pull_max_messages,
+        )
+    except LiveRunError as err:
+        print(f"defi-risk run: {err}", file=sys.stderr)
+        return 2
+    print_live_report(report)
+    return 0 if report.state in ("CANCELLED", "DONE") else 1
+
+
+def cmd_publish(args) -> int:
+    from pipelines.publish import publish_command
+
+    return publish_command(args)
 
 
 def cmd_emulator(args) -> int:
@@ -298,12 +351,44 @@ def make_parser() -> argparse.ArgumentParser:
         help="Which pipeline (default all: every stage in one graph).",
     )
     r.add_argument(
-        "--input-dir", required=True, help="Directory with <topic>.jsonl or <topic>.parquet files."
+        "--input-dir",
+        help="Directory with <topic>.jsonl or <topic>.parquet files (required with --source files).",
     )
     r.add_argument(
         "--output-dir",
         required=True,
         help="Where OUT/tables/<table>/ and OUT/alerts/<topic>.jsonl go (replaced).",
+    )
+    r.add_argument(
+        "--source",
+        choices=("files", "pubsub"),
+        default="files",
+        help="files: the topic files of --input-dir (default); pubsub: the <topic>.sub "
+        "subscriptions of --project, live (needs --streaming; see pipelines/live.py).",
+    )
+    r.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Run as a streaming job (required with --source pubsub).",
+    )
+    r.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"--source pubsub: project of the subscriptions and alert topics (default {DEFAULT_PROJECT}).",
+    )
+    r.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="--source pubsub: cancel the run after this many seconds (default: until Ctrl-C).",
+    )
+    r.add_argument(
+        "--pull-max-messages",
+        type=int,
+        default=DEFAULT_PULL_MAX_MESSAGES,
+        help=f"--source pubsub: messages per pull on the local runner (default "
+        f"{DEFAULT_PULL_MAX_MESSAGES}; 0 keeps "
+        "Beam's own pull: 10 messages, and up to 30 s wait on an idle subscription).",
     )
     r.add_argument(
         "--input-format",
@@ -410,6 +495,15 @@ def make_parser() -> argparse.ArgumentParser:
 
     add_backtest_arguments(btv)
     btv.set_defaults(func=cmd_backtest)
+
+    pb = sub.add_parser(
+        "publish",
+        help="Publish generated topic files to Pub/Sub at a steady rate, with current event times.",
+    )
+    from pipelines.live_args import add_publish_arguments
+
+    add_publish_arguments(pb)
+    pb.set_defaults(func=cmd_publish)
 
     em = sub.add_parser(
         "emulator",

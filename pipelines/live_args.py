@@ -10,6 +10,7 @@ DEFAULT_PROJECT = "defi-risk-local"
 DEFAULT_STATE_DIR = ".defi-risk"
 START_TIMEOUT_S = 60.0
 PUBLISH_FORMATS = ("json", "avro")
+DEFAULT_PULL_MAX_MESSAGES = 500  # defi-risk run --source pubsub: messages per local pull
 
 
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
