@@ -111,8 +111,9 @@ class RiskPipelineOptions(PipelineOptions):
         parser.add_argument(
             "--margin_shards",
             type=int,
-            default=16,
-            help="Account shards of the margin engine; each price window is sent to every shard.",
+            default=4,
+            help="Account shards of the margin engine; each price window is sent to every shard "
+            "(more shards: more parallelism on Dataflow, more elements per price window).",
         )
         parser.add_argument(
             "--margin_warning",

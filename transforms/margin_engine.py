@@ -134,6 +134,7 @@ class MarginShardEngine:
         self.processed_us: int | None = None
         self.next_snapshot_us: int | None = None
         self.closed_at: dict[str, int] = {}
+        self._held: dict[tuple[int, ...], np.ndarray] = {}  # moved columns -> rows holding them
 
     # ------------------------------------------------------------------ public API
 
@@ -151,9 +152,13 @@ class MarginShardEngine:
         floor = self.processed_us
         lateness = self.config.allowed_lateness_s * MICROS
         events: list[tuple[int, int, str, object]] = []
+        by_t: dict[int, list[PriceTick]] = {}
         for p in ticks:
             if p.t_us <= until_us:
-                events.append((p.t_us, 0, p.asset, p))
+                by_t.setdefault(p.t_us, []).append(p)
+        for t, group in by_t.items():
+            # every asset priced at one instant moves together: one revaluation per instant
+            events.append((t, 0, "", sorted(group, key=lambda p: p.asset)))
         for s in settlements:
             t = _us(s.event_time)
             if t > until_us:
@@ -180,7 +185,7 @@ class MarginShardEngine:
         for t, kind, _, item in events:
             self._snapshots_before(t, out, inclusive=False)
             if kind == 0:
-                self._on_price(item, out)
+                self._on_prices(item, out)
             else:
                 self._on_settlement(item, t, out)
             self.processed_us = max(self.processed_us or t, t)
@@ -235,39 +240,46 @@ class MarginShardEngine:
 
     # ------------------------------------------------------------------ prices
 
-    def _on_price(self, p: PriceTick, out: MarginOutput) -> None:
-        if p.t_us < self.price_us.get(p.asset, -1):
-            out.stale_prices += 1
-            return
-        self.price_us[p.asset] = p.t_us
-        self.status[p.asset] = p.status
-        j = self._col(p.asset)
-        if p.price is not None:
-            self.prices[p.asset] = p.price
-            self.pvec[j] = float(p.price)
+    def _on_prices(self, group: list[PriceTick], out: MarginOutput) -> None:
+        moved = []
+        for p in group:
+            if p.t_us < self.price_us.get(p.asset, -1):
+                out.stale_prices += 1
+                continue
+            self.price_us[p.asset] = p.t_us
+            self.status[p.asset] = p.status
+            j = self._col(p.asset)
+            moved.append(j)
+            if p.price is not None:
+                self.prices[p.asset] = p.price
+                self.pvec[j] = float(p.price)
         n = len(self.accounts)
-        if n == 0:
+        if not moved or n == 0:
             return
-        held = np.flatnonzero((self.coll[:n, j] != 0) | (self.debt[:n, j] != 0))
+        key = tuple(moved)
+        held = self._held.get(key)
+        if held is None:  # recomputed only after a settlement changed who holds what
+            held = self._held[key] = np.flatnonzero(
+                (self.coll[:n, moved] != 0).any(axis=1) | (self.debt[:n, moved] != 0).any(axis=1)
+            )
         if held.size == 0:
             return
-        cols = self._held_cols(held)
         with np.errstate(invalid="ignore", divide="ignore"):
-            p_vec = np.where(np.isnan(self.pvec), 0.0, self.pvec)
+            p_vec = np.nan_to_num(self.pvec, nan=0.0)
             coll = self.coll[held] @ p_vec
             debt = self.debt[held] @ p_vec
             health = np.where(debt > 0, (coll - debt) / debt * 100.0, np.nan)
         code = self._float_zone(health, debt)
-        near = np.any(np.abs(health[:, None] - self._thresholds[None, :]) < NEAR, axis=1)
-        unpriced = cols  # rows holding an asset never priced cannot be valued
-        check = ((code != self.zone_code[held]) | near) & ~unpriced
+        near = (np.abs(health[:, None] - self._thresholds[None, :]) < NEAR).any(axis=1)
+        check = ((code != self.zone_code[held]) | near) & ~self._unpriced(held)
+        t = group[0].t_us
+        ref = ",".join(p.asset for p in group)
         for r in held[check]:
-            account = self.accounts[r]
             self._evaluate(
-                account, p.t_us, "price", p.asset, out, observe_zone=True, only_change=True
+                self.accounts[r], t, "price", ref, out, observe_zone=True, only_change=True
             )
 
-    def _held_cols(self, rows: np.ndarray) -> np.ndarray:
+    def _unpriced(self, rows: np.ndarray) -> np.ndarray:
         """True for rows that hold an asset without any price yet."""
         missing = np.isnan(self.pvec)
         if not missing.any():
@@ -422,11 +434,13 @@ class MarginShardEngine:
         j = self._col(asset)
         r = self.row_of[account]
         book = self.books[account]
+        self._held.clear()
         self.coll[r, j] = float(book.collateral.get(asset, 0))
         self.debt[r, j] = float(book.debt.get(asset, 0))
 
     def _drop(self, account: str) -> None:
         r = self.row_of.pop(account)
+        self._held.clear()
         self.coll[r] = 0.0
         self.debt[r] = 0.0
         self.zone_code[r] = 0
