@@ -207,6 +207,35 @@ def alert_counts(output_dir: Path) -> Counter:
     return counts
 
 
+def margin_truth_check(output_dir: Path, truth_path: Path) -> dict | None:
+    """Accounts the generator drove into margin call vs the accounts with a margin_call or
+    liquidation event, and how late the first one came (None without truth or events)."""
+    from datetime import datetime
+
+    import pyarrow.parquet as pq
+
+    events_dir = output_dir / "tables" / "margin_events"
+    if not truth_path.exists() or not any(events_dir.glob("*.parquet")):
+        return None
+    truth = {
+        m["account_id"]: datetime.fromisoformat(m["first_margin_call"].replace("Z", "+00:00"))
+        for m in json.loads(truth_path.read_text()).get("margin_calls", [])
+    }
+    first: dict[str, datetime] = {}
+    for e in sorted(pq.read_table(events_dir).to_pylist(), key=lambda e: e["event_ts"]):
+        if e["event_type"] in ("margin_call", "liquidation"):
+            first.setdefault(e["account_id"], e["event_ts"])
+    both = set(truth) & set(first)
+    return {
+        "expected": len(truth),
+        "detected": len(first),
+        "matched": len(both),
+        "missed": len(set(truth) - set(first)),
+        "extra": len(set(first) - set(truth)),
+        "max_delay_s": max(((first[a] - truth[a]).total_seconds() for a in both), default=0.0),
+    }
+
+
 def _price_summary(db_path: Path) -> list[tuple]:
     from pipelines.warehouse import run_sql
 
@@ -267,6 +296,14 @@ def cmd_demo(args) -> int:
     ):
         print(
             f"    {asset:<6} {n:>7,} windows: {ok:>7,} ok {degraded:>6,} degraded {unavailable:>4,} unavailable   last {last}"
+        )
+    check = margin_truth_check(out, data / "ground_truth.json")
+    if check:
+        print(
+            f"margin calls vs ground_truth.json: {check['expected']} accounts driven into margin "
+            f"call, {check['detected']} detected, {check['matched']} matched, "
+            f"{check['missed']} missed, {check['extra']} extra; first call at most "
+            f"{check['max_delay_s']:.0f} s after the truth minute"
         )
     print("alerts by type:")
     alerts = alert_counts(out)
