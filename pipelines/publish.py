@@ -485,6 +485,12 @@ def publish_records(
 
 
 def publisher_client():
+    """A PublisherClient for the emulator (``PUBSUB_EMULATOR_HOST``) or real Pub/Sub; raises
+    PublishError saying what to do when neither is reachable."""
+    try:
+        check_pubsub_target()
+    except EmulatorError as err:
+        raise PublishError(str(err)) from err
     from google.cloud import pubsub_v1
 
     return pubsub_v1.PublisherClient(
@@ -524,10 +530,6 @@ def publish_files(
     items, found = merged_topic_files(input_dir, topics)
     own_client = client is None
     if own_client:
-        try:
-            check_pubsub_target()
-        except EmulatorError as err:
-            raise PublishError(str(err)) from err
         client = publisher_client()
     try:
         check_topics(project, found, client)
