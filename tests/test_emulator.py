@@ -117,3 +117,36 @@ def test_start_provision_status_stop_through_the_cli(tmp_path, capsys, monkeypat
     assert not (tmp_path / "state" / "emulator.json").exists()
     assert not em.answers_ok(host)
     assert em._group_members(pid) == []  # the java child is gone too
+
+
+@pytest.mark.pubsub
+def test_a_message_nacked_five_times_goes_to_the_dead_letter_topic(pubsub_emulator, monkeypatch):
+    from google.cloud import pubsub_v1
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    project = "defi-risk-dead-letter"
+    em.provision(project, topics=["settlements.v1", "settlements.v1.dead-letter"])
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    publisher.publish(em.topic_path(project, "settlements.v1"), b"poison").result(timeout=30)
+    source = em.subscription_path(project, "settlements.v1")
+    attempts = []
+    for _ in range(em.MAX_DELIVERY_ATTEMPTS + 2):
+        answer = subscriber.pull(subscription=source, max_messages=10, timeout=3)
+        attempts += [m.delivery_attempt for m in answer.received_messages]
+        if answer.received_messages:  # nack: deliver again at once
+            subscriber.modify_ack_deadline(
+                subscription=source,
+                ack_ids=[m.ack_id for m in answer.received_messages],
+                ack_deadline_seconds=0,
+            )
+    dead = subscriber.pull(
+        subscription=em.subscription_path(project, "settlements.v1.dead-letter"),
+        max_messages=10,
+        timeout=5,
+    )
+    subscriber.close()
+    publisher.stop()
+    assert attempts == [1, 2, 3, 4, 5]
+    assert [m.message.data for m in dead.received_messages] == [b"poison"]
+    attrs = dead.received_messages[0].message.attributes
+    assert attrs["CloudPubSubDeadLetterSourceSubscription"] == "settlements.v1.sub"
