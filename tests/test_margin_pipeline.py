@@ -21,7 +21,7 @@ from runners.direct import local_pipeline_options
 from schemas.tables import PriceRow
 from tests.factories import settlement
 from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.margin import ALERTS_TAG, EVENTS_TAG, MonitorMargins
+from transforms.margin import ALERTS_TAG, EVENTS_TAG, STATE_TAG, MonitorMargins
 from transforms.margin_engine import MarginConfig
 
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
@@ -262,6 +262,39 @@ def test_a_degraded_price_produces_no_liquidation():
                 ]
             ),
             label="Health",
+        )
+
+
+def test_state_for_10000_accounts_stays_bounded_under_test_stream():
+    # 10,000 accounts open (deposit) and close (withdraw) within a minute; once the cooldown and
+    # the allowed lateness have passed in event time, the purge timer empties every shard.
+    config = MarginConfig(snapshot_s=0, allowed_lateness_s=60)
+    tl = Timeline().price("USDC", "1", -60).price("ETH", "3000", -60)
+    for chunk in range(10):
+        ids = range(chunk * 1000, (chunk + 1) * 1000)
+        tl.settle(*[settlement(f"d{i}", f"a{i}", "deposit", "ETH", "1", at(chunk)) for i in ids])
+        tl.settle(*[settlement(f"w{i}", f"a{i}", "withdraw", "ETH", "1", at(30 + chunk)) for i in ids])  # fmt: skip
+        tl.watermark(40 + chunk)
+    opts = local_pipeline_options(streaming=True)
+    with beam.Pipeline(options=opts) as p:
+        src = p | tl.done(1000)
+        out = (src[P], src[S]) | MonitorMargins(config, shards=4, streaming=True)
+        # the last purge of each shard leaves nothing in state
+        last = (
+            out[STATE_TAG]
+            | beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv[0], (ts.micros, kv[1])))
+            | beam.WindowInto(beam.transforms.window.FixedWindows(24 * 3600))
+            | beam.CombinePerKey(max)  # the latest purge of each shard
+            | beam.Map(lambda kv: (kv[0], kv[1][1]))
+        )
+        assert_that(last, equal_to([(s, 0) for s in range(4)]), label="Purged")
+        assert_that(
+            out.health
+            | "Day" >> beam.WindowInto(beam.transforms.window.FixedWindows(24 * 3600))
+            | beam.Map(lambda r: 1)
+            | beam.CombineGlobally(sum).without_defaults(),
+            equal_to([20_000]),
+            label="Rows",
         )
 
 
