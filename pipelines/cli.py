@@ -533,6 +533,11 @@ def make_parser() -> argparse.ArgumentParser:
     add_backtest_arguments(btv)
     btv.set_defaults(func=cmd_backtest)
 
+    lb = sub.add_parser("label", help="After-the-fact labels over topic files (batch).")
+    from pipelines.labels import add_label_arguments
+
+    add_label_arguments(lb)
+
     pb = sub.add_parser(
         "publish",
         help="Publish generated topic files to Pub/Sub at a steady rate, with current event times.",

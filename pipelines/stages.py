@@ -20,6 +20,8 @@ from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.margin import ALERTS_TAG, EVENTS_TAG, MonitorMargins
 from transforms.price_validation import ValidatePrices
 from transforms.prices import CompositePrices
+from transforms.surveillance import ALERTS_TAG as SURVEILLANCE_ALERTS
+from transforms.surveillance import DetectRugPulls
 from transforms.var import ComputeVaR
 
 
@@ -96,6 +98,17 @@ def _monitor_margins(streams: dict[str, PCollection], options: Any) -> StageOutp
     )
 
 
+def _detect_rug_pulls(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    result = (
+        streams["liquidity.v1"],
+        streams["dex.trades.v1"],
+    ) | "DetectRugPulls" >> DetectRugPulls(streaming=options.view_as(StandardOptions).streaming)
+    return StageOutput(
+        tables={"suspicious_activities": result.findings},
+        alerts={"alerts.surveillance.v1": result[SURVEILLANCE_ALERTS]},
+    )
+
+
 STAGES: list[Stage] = [
     Stage(
         "ValidatePrices",
@@ -112,6 +125,12 @@ STAGES: list[Stage] = [
         frozenset({"risk"}),
         ("composite_prices", "settlements.v1"),
         _monitor_margins,
+    ),
+    Stage(
+        "DetectRugPulls",
+        frozenset({"surveillance"}),
+        ("liquidity.v1", "dex.trades.v1"),
+        _detect_rug_pulls,
     ),
 ]
 

@@ -21,7 +21,14 @@ from schemas.registry import INPUT_TOPICS, TABLES
 pytestmark = pytest.mark.slow
 
 # Tables that a stage of this release produces; later issues add theirs here.
-PRODUCED_TABLES = ("prices", "dead_letter", "portfolio_var", "margin_health", "margin_events")
+PRODUCED_TABLES = (
+    "prices",
+    "dead_letter",
+    "portfolio_var",
+    "margin_health",
+    "margin_events",
+    "suspicious_activities",
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +135,19 @@ def test_margin_events_match_the_accounts_the_generator_drove_into_margin_calls(
 
     check = margin_truth_check(out, out.parent / "input" / "ground_truth.json")
     assert check is not None and check["missed"] == check["extra"] == 0
+
+
+def test_the_injected_rug_pull_is_found_and_alerted(demo):
+    _, out, _, _, truth = demo
+    (case,) = truth["rug_pulls"]
+    rows = pq.read_table(out / "tables" / "suspicious_activities").to_pylist()
+    rugs = [r for r in rows if r["activity_type"] == "rug_pull"]
+    assert [r["pool_address"] for r in rugs] == [case["pool"]]
+    assert case["deployer"] in rugs[0]["wallet_addresses"]
+    alerts = [json.loads(line) for line in (out / "alerts" / "alerts.surveillance.v1.jsonl").open()]
+    assert [a["activity_id"] for a in alerts if a["activity_type"] == "rug_pull"] == [
+        rugs[0]["activity_id"]
+    ]
 
 
 def test_every_view_queries(demo):

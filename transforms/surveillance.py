@@ -1,0 +1,143 @@
+"""Beam wrappers of the market-abuse detectors (the rules live in pure modules).
+
+    pytest tests/test_rug_pull.py
+    defi-risk run surveillance --input-dir data/demo --output-dir out/demo
+
+``DetectRugPulls``: liquidity events and swaps keyed by pool; ``RugPoolFn`` keeps each pool's
+``transforms.rug_pull.RugPoolState`` in state and feeds it the pool's events in chain order
+(event time, block, log index), driven by an event-time timer at the latest event (in batch one
+firing per pool, at the end). A finding is emitted when the pool is rugged, stamped with the
+event time of the drain; findings at or above the alert threshold are also alerts. A second timer
+drops a pool's state after ``idle_s`` of event time without events, so state stays bounded.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import BytesCoder, PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.margin_engine import _us
+from transforms.rug_pull import RugConfig, RugPoolState, event_order, to_alert
+
+ALERTS_TAG = "alerts"
+
+
+class RugPoolFn(beam.DoFn):
+    EVENTS = BagStateSpec("events", BytesCoder())
+    STATE = ReadModifyWriteStateSpec("pool", PickleCoder())
+    LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())
+    PROCESS = TimerSpec("process", TimeDomain.WATERMARK)
+    IDLE = TimerSpec("idle", TimeDomain.WATERMARK)
+
+    def __init__(self, config: RugConfig, streaming: bool, idle_s: int):
+        self.config, self.streaming, self.idle_s = config, streaming, idle_s
+        self.findings = Metrics.counter("surveillance", "DetectRugPulls.findings")
+        self.dropped = Metrics.counter("surveillance", "DetectRugPulls.pools_dropped_idle")
+
+    def process(
+        self,
+        element,
+        events=beam.DoFn.StateParam(EVENTS),
+        latest=beam.DoFn.StateParam(LATEST),
+        timer=beam.DoFn.TimerParam(PROCESS),
+    ):
+        _, event = element
+        events.add(pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL))
+        t = _us(event.event_time)
+        if not self.streaming:  # batch: one firing at the end processes the lot
+            if latest.read() is None:
+                latest.write(t)
+                timer.set(GlobalWindow().max_timestamp())
+            return
+        if t > (latest.read() or 0):
+            latest.write(t)
+        timer.set(Timestamp(micros=latest.read()))
+
+    @on_timer(PROCESS)
+    def on_process(
+        self,
+        key=beam.DoFn.KeyParam,
+        fire=beam.DoFn.TimestampParam,
+        events=beam.DoFn.StateParam(EVENTS),
+        pool=beam.DoFn.StateParam(STATE),
+        idle=beam.DoFn.TimerParam(IDLE),
+    ):
+        batch = sorted((pickle.loads(b) for b in events.read()), key=event_order)
+        until = int(fire.micros) if self.streaming else None
+        due = [e for e in batch if until is None or _us(e.event_time) <= until]
+        later = batch[len(due) :] if until is not None else []
+        events.clear()
+        for e in later:
+            events.add(pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL))
+        state = pool.read() or RugPoolState(key)
+        for e in due:
+            finding = state.observe(e, self.config)
+            if finding is None:
+                continue
+            self.findings.inc()
+            ts = Timestamp.from_utc_datetime(finding.detected_at)
+            if self.streaming:
+                ts = max(ts, fire)
+            yield TimestampedValue(finding, ts)
+            if finding.confidence_score >= self.config.alert_threshold:
+                yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(to_alert(finding), ts))
+        pool.write(state)
+        if self.streaming and state.last_time is not None:
+            idle.set(Timestamp.from_utc_datetime(state.last_time) + self.idle_s)
+
+    @on_timer(IDLE)
+    def on_idle(
+        self,
+        fire=beam.DoFn.TimestampParam,
+        pool=beam.DoFn.StateParam(STATE),
+        latest=beam.DoFn.StateParam(LATEST),
+    ):
+        state = pool.read()
+        last = None if state is None else state.last_time
+        if last is not None and Timestamp.from_utc_datetime(last) + self.idle_s <= fire:
+            pool.clear()
+            latest.clear()
+            self.dropped.inc()
+
+
+class DetectRugPulls(beam.PTransform):
+    """(liquidity events, dex trades) -> SuspiciousActivityRow (main ``findings``) and alerts."""
+
+    def __init__(
+        self, config: RugConfig | None = None, streaming: bool = False, idle_s: int = 30 * 86_400
+    ):
+        super().__init__()
+        self.config = config or RugConfig()
+        self.streaming, self.idle_s = streaming, idle_s
+
+    def expand(self, inputs):
+        liquidity, trades = inputs
+        keyed = [
+            pcoll
+            | f"{name}Global" >> beam.WindowInto(window.GlobalWindows())
+            | f"KeyByPool{name}" >> beam.Map(lambda e: (e.pool_address, e))
+            for name, pcoll in (("Liquidity", liquidity), ("Trades", trades))
+        ]
+        merged = (
+            keyed
+            | "Merge" >> beam.Flatten()
+            | "GlobalWindow"
+            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[str, Any])
+        )
+        return merged | "RugPools" >> beam.ParDo(
+            RugPoolFn(self.config, self.streaming, self.idle_s)
+        ).with_outputs(ALERTS_TAG, main="findings")
