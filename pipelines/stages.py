@@ -21,7 +21,7 @@ from transforms.margin import ALERTS_TAG, EVENTS_TAG, MonitorMargins
 from transforms.price_validation import ValidatePrices
 from transforms.prices import CompositePrices
 from transforms.surveillance import ALERTS_TAG as SURVEILLANCE_ALERTS
-from transforms.surveillance import DetectRugPulls
+from transforms.surveillance import DetectRugPulls, DetectWashTrades
 from transforms.var import ComputeVaR
 
 
@@ -109,6 +109,16 @@ def _detect_rug_pulls(streams: dict[str, PCollection], options: Any) -> StageOut
     )
 
 
+def _detect_wash_trades(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    findings, alerts = (
+        streams["dex.trades.v1"],
+        streams["transfers.v1"],
+    ) | "DetectWashTrades" >> DetectWashTrades(streaming=options.view_as(StandardOptions).streaming)
+    return StageOutput(
+        tables={"suspicious_activities": findings}, alerts={"alerts.surveillance.v1": alerts}
+    )
+
+
 STAGES: list[Stage] = [
     Stage(
         "ValidatePrices",
@@ -131,6 +141,12 @@ STAGES: list[Stage] = [
         frozenset({"surveillance"}),
         ("liquidity.v1", "dex.trades.v1"),
         _detect_rug_pulls,
+    ),
+    Stage(
+        "DetectWashTrades",
+        frozenset({"surveillance"}),
+        ("dex.trades.v1", "transfers.v1"),
+        _detect_wash_trades,
     ),
 ]
 

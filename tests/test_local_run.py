@@ -150,6 +150,23 @@ def test_the_injected_rug_pull_is_found_and_alerted(demo):
     ]
 
 
+def test_the_injected_wash_ring_is_found_with_its_wallets_and_alerted(demo):
+    _, out, _, _, truth = demo
+    rows = pq.read_table(out / "tables" / "suspicious_activities").to_pylist()
+    wash = [r for r in rows if r["activity_type"] == "wash_trading"]
+    for case in truth["wash_trading"]:
+        found = [r for r in wash if r["pool_address"] == case["pool"]]
+        assert found, case["id"]
+        assert any(set(case["wallets"]) <= set(r["wallet_addresses"]) for r in found)
+    # nothing else is flagged: every finding is on an injected pool
+    assert {r["pool_address"] for r in wash} <= {c["pool"] for c in truth["wash_trading"]}
+    alerts = [json.loads(line) for line in (out / "alerts" / "alerts.surveillance.v1.jsonl").open()]
+    assert {a["activity_id"] for a in alerts if a["activity_type"] == "wash_trading"} <= {
+        r["activity_id"] for r in wash
+    }
+    assert any(a["activity_type"] == "wash_trading" for a in alerts)
+
+
 def test_every_view_queries(demo):
     _, out, _, warehouse, _ = demo
     assert warehouse.views

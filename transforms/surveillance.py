@@ -1,5 +1,14 @@
 """Beam wrappers of the market-abuse detectors (the rules live in pure modules).
 
+``DetectWashTrades``: for each window size (1 h, 1 d, 1 w by default) the trades are cut into
+fixed event-time windows and grouped by (pool, window start) (one window per key: the FnApiRunner's
+windowed GroupByKey is quadratic in windows per key), and each group goes through
+``transforms.wash_trade.detect`` once, with the first funding of each wallet from
+``transfers.v1`` as a side input. In batch that side input is the whole history (the first
+funding before the window's end counts); in streaming it is the transfers of the same window (a
+global-window side input would wait for the end of the stream), so the common-funder signal only
+sees fundings inside the window there.
+
     pytest tests/test_rug_pull.py
     defi-risk run surveillance --input-dir data/demo --output-dir out/demo
 
@@ -32,6 +41,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.margin_engine import _us
 from transforms.rug_pull import RugConfig, RugPoolState, event_order, to_alert
+from transforms.wash_trade import DEFAULT_CONFIG, WashTradeConfig, detect, first_fundings, is_alert
 
 ALERTS_TAG = "alerts"
 
@@ -170,3 +180,82 @@ class DetectRugPulls(beam.PTransform):
         return merged | "RugPools" >> beam.ParDo(
             RugPoolFn(self.config, self.streaming, self.idle_s)
         ).with_outputs(ALERTS_TAG, main="findings")
+
+
+def _keyed_by_window(trade, w=beam.DoFn.WindowParam):
+    return (trade.pool_address, int(w.start.micros)), trade
+
+
+class WashWindowFn(beam.DoFn):
+    def __init__(self, config: WashTradeConfig, window_s: int):
+        self.config, self.window_s = config, window_s
+        self.findings = Metrics.counter("surveillance", "DetectWashTrades.findings")
+        self._cached = None
+
+    def setup(self):
+        self._cached = None
+
+    def process(self, element, fundings):
+        (_, start_us), trades = element
+        start = Timestamp(micros=start_us).to_utc_datetime(has_tz=True)
+        end = Timestamp(micros=start_us + self.window_s * 1_000_000).to_utc_datetime(has_tz=True)
+        if self._cached is None or self._cached[0] is not fundings:
+            # one pass over the history per side-input value, not per group: the first funding
+            # before the window's end is the first funding ever, when that is before the end
+            self._cached = (fundings, first_fundings(fundings))
+        funded = {k: f for k, f in self._cached[1].items() if f.event_time < end}
+        result = detect(list(trades), start, end, fundings=funded, config=self.config)
+        for row in result.findings:
+            self.findings.inc()
+            ts = Timestamp.from_utc_datetime(row.detected_at) - 1e-6  # inside its window
+            yield TimestampedValue(row, ts)
+            if is_alert(row):
+                yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(to_alert(row), ts))
+
+
+class DetectWashTrades(beam.PTransform):
+    """(dex trades, transfers) -> SuspiciousActivityRow (main ``findings``) and alerts."""
+
+    def __init__(
+        self,
+        window_sizes_s: tuple[int, ...] = (3600, 86_400, 7 * 86_400),
+        config: WashTradeConfig = DEFAULT_CONFIG,
+        streaming: bool = False,
+    ):
+        super().__init__()
+        if not window_sizes_s or any(w <= 0 for w in window_sizes_s):
+            raise ValueError(f"window sizes must be positive seconds, got {window_sizes_s}")
+        self.window_sizes_s, self.config, self.streaming = window_sizes_s, config, streaming
+
+    def expand(self, inputs):
+        trades, transfers = inputs
+        findings, alerts = [], []
+        if not self.streaming:
+            history = transfers | "TransfersGlobal" >> beam.WindowInto(window.GlobalWindows())
+        for w in self.window_sizes_s:
+            name = f"{w}s"
+            side = (
+                history
+                if not self.streaming
+                else transfers | f"TransferWindows{name}" >> beam.WindowInto(window.FixedWindows(w))
+            )
+            out = (
+                trades
+                | f"Windows{name}" >> beam.WindowInto(window.FixedWindows(w))
+                | f"KeyByPoolWindow{name}" >> beam.Map(_keyed_by_window)
+                | f"GroupByPoolWindow{name}" >> beam.GroupByKey()
+                | f"Detect{name}"
+                >> beam.ParDo(WashWindowFn(self.config, w), beam.pvalue.AsList(side)).with_outputs(
+                    ALERTS_TAG, main="findings"
+                )
+            )
+            findings.append(
+                out.findings | f"FindingsGlobal{name}" >> beam.WindowInto(window.GlobalWindows())
+            )
+            alerts.append(
+                out[ALERTS_TAG] | f"AlertsGlobal{name}" >> beam.WindowInto(window.GlobalWindows())
+            )
+        return (
+            findings | "FlattenFindings" >> beam.Flatten(),
+            alerts | "FlattenAlerts" >> beam.Flatten(),
+        )
