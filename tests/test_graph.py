@@ -122,6 +122,10 @@ def test_step_labels_are_stable():
         "ValidatePrices/Check",
         "ComputeVaR",
         "ComputeVaR/ValueShards",
+        "MonitorMargins",
+        "MonitorMargins/MarginShards",
+        "DetectRugPulls",
+        "DetectWashTrades",
         "FlattenDeadLetters",
     ]:
         assert expected in labels, expected
