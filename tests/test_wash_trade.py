@@ -107,6 +107,11 @@ def test_addresses_compare_lower_cased_on_evm_chains():
     assert signals(row)["round_trip"]["value"] == 3
 
 
+def test_an_empty_window_has_no_findings():
+    det = detect([])
+    assert det.findings == [] and det.counters["trades_in"] == 0
+
+
 def test_duplicates_and_foreign_pairs_are_dropped_and_counted():
     t = swap(1000, A, "buy", 5)
     odd = swap(1001, A, "buy", 5).model_copy(update={"token_out": "DOGE", "log_index": 999})

@@ -25,8 +25,9 @@ node is a (pool, wallet) pair. Addresses are compared lower-cased on EVM chains 
   directions, for base amounts within 1 %, that share a party (A buys and A sells; or A buys
   for B and B sells back to A). The pool ends where it started, nobody traded in between and no
   price risk was taken: the only product is volume. Adjacency keeps sandwich bots (buy, victim,
-  sell) and arbitrage out. It fires from 2 pairs: one pair happens by chance to about 1 in
-  20,000 active traders (two trades of a bot in one block).
+  sell) and arbitrage out. It fires from 2 pairs: a single pair happens by chance (two
+  same-block trades of an active trader) to about 1 ordinary trader in 8,000 in the synthetic
+  days of tests/wash_scenarios.py.
 - ``round_trip`` (after Chainalysis 2025). The same address buys and sells in one pool within 25
   blocks, with USD amounts within 1 % (|a - b| <= 1 % of the larger, inclusive), at least 3
   times. A round trip is a trade and the address's *next* priced trade in the pool (a position
@@ -137,7 +138,7 @@ BENFORD = np.log10(1 + 1 / np.arange(1, 10))
 class SelfTradeRule:
     name: ClassVar[str] = "self_trade"
     amount_tolerance: float = 0.01  # base amounts of the two swaps within 1 %
-    min_pairs: int = 2  # one coincidental pair happens (two same-block trades of a bot)
+    min_pairs: int = 2  # a single pair happens by chance (two same-block trades of a bot)
     weight: float = 0.60
     weight_step: float = 0.05  # per pair beyond min_pairs
     weight_cap: float = 0.75
@@ -1012,7 +1013,12 @@ def detect(
     flagged = np.zeros(pt.n_nodes, dtype=bool)
     flagged[rt.node] = True
     flagged[loops.label >= 0] = True
+    # Self-trading wallets count once they have enough pairs (one pair is chance).
+    st_count: dict[int, int] = defaultdict(int)
     for shared in st.shared:
+        st_count[shared[0]] += 1
+    st_live = [sh for sh in st.shared if st_count[sh[0]] >= config.self_trade.min_pairs]
+    for shared in st_live:
         flagged[shared] = True
     paired = np.zeros(pt.n_nodes, dtype=bool)
     paired[pairs.ravel()] = True
@@ -1027,7 +1033,7 @@ def detect(
         both = {pt.trader_node[a], pt.recipient_node[a], pt.trader_node[b], pt.recipient_node[b]}
         members = sorted(x for x in both if x in rt_count)
         links += [(members[0], x) for x in members[1:]]
-    for shared in st.shared:
+    for shared in st_live:
         links += [(shared[0], x) for x in shared[1:]]
     first_in_loop: dict[int, int] = {}
     for node in np.flatnonzero(loops.label >= 0).tolist():
