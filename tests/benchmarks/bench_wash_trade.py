@@ -8,7 +8,8 @@ core of ``transforms.wash_trade`` as numpy columns. One JSON line each:
 
 - ``wash_trade_core``: ``TradeFrame.from_columns`` (normalise, sort, deduplicate), then each
   stage on its own (round trips, weak statistics, the trade graph and loops), then the whole
-  ``detect``; trades/s for each, with peak RSS. ``round_trip_vs_python`` is the ratio of a
+  ``detect``; trades/s for each, with peak RSS (and the peak right after generating the day,
+  which is the input's share). ``round_trip_vs_python`` is the ratio of a
   plain-Python loop doing the round-trip rule on the same trades to the vectorised rule.
 - ``wash_trade_records``: the record path the Beam wrapper takes, ``TradeFrame.from_trades`` on
   validated ``DexTrade``s, on a 100,000-trade slice (records/s).
@@ -66,6 +67,7 @@ def main(traders: int = 172_000) -> None:
     t = time.perf_counter()
     sc = generate(seed=7, traders=traders, pools=300, rings=200)
     gen_s = time.perf_counter() - t
+    rss_input = peak_rss_mb()  # the generated day as Python lists: input, not the core
     n = len(sc)
     cfg = wt.DEFAULT_CONFIG
 
@@ -113,6 +115,7 @@ def main(traders: int = 172_000) -> None:
         python_round_trip_trades=k,
         python_round_trip_s=round(py_s, 3),
         round_trip_vs_python=round(py_s / part_rt_s, 1),
+        peak_rss_after_generate_mb=rss_input,
         peak_rss_mb=peak_rss_mb(),
     )
 
