@@ -1,9 +1,11 @@
 """Beam wrappers of the market-abuse detectors (the rules live in pure modules).
 
 ``DetectWashTrades``: for each window size (1 h, 1 d, 1 w by default) the trades are cut into
-fixed event-time windows and grouped by (pool, window start) (one window per key: the FnApiRunner's
-windowed GroupByKey is quadratic in windows per key), and each group goes through
-``transforms.wash_trade.detect`` once, with the first funding of each wallet from
+fixed event-time windows and grouped by (pool shard, window start) (one window per key: the
+FnApiRunner's windowed GroupByKey is quadratic in windows per key), and each group, thousands of
+trades of many pools, goes through ``transforms.wash_trade.detect`` once (the core is vectorised
+across pools; one call per pool and window cost ~1.7 ms of fixed overhead each, measured 969
+trades/s), with the first funding of each wallet from
 ``transfers.v1`` as a side input. In batch that side input is the whole history (the first
 funding before the window's end counts); in streaming it is the transfers of the same window (a
 global-window side input would wait for the end of the stream), so the common-funder signal only
@@ -182,8 +184,13 @@ class DetectRugPulls(beam.PTransform):
         ).with_outputs(ALERTS_TAG, main="findings")
 
 
+POOL_SHARDS = 8  # groups per window: parallelism on Dataflow, bounded group size
+
+
 def _keyed_by_window(trade, w=beam.DoFn.WindowParam):
-    return (trade.pool_address, int(w.start.micros)), trade
+    from transforms.var import shard_of
+
+    return (shard_of(trade.pool_address, POOL_SHARDS), int(w.start.micros)), trade
 
 
 class WashWindowFn(beam.DoFn):
@@ -242,8 +249,8 @@ class DetectWashTrades(beam.PTransform):
             out = (
                 trades
                 | f"Windows{name}" >> beam.WindowInto(window.FixedWindows(w))
-                | f"KeyByPoolWindow{name}" >> beam.Map(_keyed_by_window)
-                | f"GroupByPoolWindow{name}" >> beam.GroupByKey()
+                | f"KeyByShardWindow{name}" >> beam.Map(_keyed_by_window)
+                | f"GroupByShardWindow{name}" >> beam.GroupByKey()
                 | f"Detect{name}"
                 >> beam.ParDo(WashWindowFn(self.config, w), beam.pvalue.AsList(side)).with_outputs(
                     ALERTS_TAG, main="findings"
