@@ -139,6 +139,14 @@ def test_csv_pair_counts_match_source_md():
     assert len(pairs(parse_sdn_csv(SDN_CSV, COMMENTS))) == 599
 
 
+def test_csv_alone_has_six_fragments_each_a_prefix_of_a_joined_address():
+    alone, joined = pairs(parse_sdn_csv(SDN_CSV)), pairs(parse_sdn_csv(SDN_CSV, COMMENTS))
+    fragments = alone - joined
+    assert len(fragments) == 6  # SOURCE.md: 6 fragments such as 1Gq, 3, 1B64QRxf
+    for asset, frag in fragments:
+        assert any(a == asset and full.startswith(frag) for a, full in joined)
+
+
 # ---------------------------------------------------------------- matching
 
 
