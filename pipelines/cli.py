@@ -533,6 +533,11 @@ def make_parser() -> argparse.ArgumentParser:
     add_backtest_arguments(btv)
     btv.set_defaults(func=cmd_backtest)
 
+    sn = sub.add_parser("sanctions", help="Load OFAC lists into versions with change events.")
+    from pipelines.sanctions_store import add_sanctions_arguments
+
+    add_sanctions_arguments(sn)
+
     lb = sub.add_parser("label", help="After-the-fact labels over topic files (batch).")
     from pipelines.labels import add_label_arguments
 
