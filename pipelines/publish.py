@@ -36,6 +36,7 @@ honoured by the Google client.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import json
@@ -106,13 +107,15 @@ class Outgoing:
 
 
 def raw_event_id(topic: str, raw: bytes) -> str:
-    """The ``event_id`` of a line that does not parse: its own when readable, else a hash."""
-    try:
+    """The ``event_id`` of a line that does not parse: its own when readable, else a hash.
+
+    Not a swallowed error: the line itself is still published as it is (the pipeline dead-letters
+    it); only its id falls back to a content hash when no ``event_id`` can be read from it.
+    """
+    with contextlib.suppress(ValueError, AttributeError, UnicodeDecodeError):
         value = json.loads(raw).get("event_id")
         if isinstance(value, str) and value:
             return value
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        pass
     return "raw-" + hashlib.sha256(topic.encode() + b"\x1f" + raw).hexdigest()[:32]
 
 
