@@ -59,6 +59,15 @@ def _decimal_finite(value: Decimal) -> Decimal:
     return value
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(dt: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, in exact integer arithmetic (no float)."""
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def coerce_time(value: Any) -> Any:
     """Epoch seconds (or microseconds, when huge) to an aware UTC datetime; others unchanged."""
     if isinstance(value, bool):

@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
+from schemas.types import epoch_micros
 from tests.factories import settlement
-from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick, _us
+from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick
 from transforms.margin_event_detector import AccountState, DetectorConfig, observe
 from transforms.margin_health import health_score
 
@@ -23,7 +24,9 @@ def at(seconds: float) -> datetime:
 
 
 def tick(asset: str, price: str | None, second: float, status: str = "ok") -> PriceTick:
-    return PriceTick(asset, _us(at(second)), None if price is None else Decimal(price), status)
+    return PriceTick(
+        asset, epoch_micros(at(second)), None if price is None else Decimal(price), status
+    )
 
 
 def usdc(event_id, account, kind, amount, second):
@@ -42,7 +45,7 @@ def opened(account="acct", second=1):
 
 def run(settlements, ticks, until_s=10_000, cfg=NO_SNAP, engine=None):
     eng = engine or MarginShardEngine(cfg)
-    out, later_s, later_t = eng.advance(settlements, ticks, _us(at(until_s)))
+    out, later_s, later_t = eng.advance(settlements, ticks, epoch_micros(at(until_s)))
     return eng, out
 
 
@@ -136,7 +139,7 @@ def reference(settlements, ticks, cfg: DetectorConfig):
 
     books, states, prices, status, events = {}, {}, {}, {}, []
     timeline = sorted(
-        [(p.t_us, 0, p.asset, p) for p in ticks] + [(_us(s.event_time), 1, s.event_id, s) for s in settlements],
+        [(p.t_us, 0, p.asset, p) for p in ticks] + [(epoch_micros(s.event_time), 1, s.event_id, s) for s in settlements],
         key=lambda e: e[:3],
     )  # fmt: skip
     for t, kind, _, item in timeline:
@@ -221,15 +224,15 @@ def test_state_of_10000_closed_accounts_is_purged_and_reused():
     for i in range(10_000):
         setts += [eth(f"d{i}", f"a{i}", "deposit", "1", 1), usdc(f"b{i}", f"a{i}", "borrow", "100", 2),
                   usdc(f"r{i}", f"a{i}", "repay", "100", 3), eth(f"w{i}", f"a{i}", "withdraw", "1", 4)]  # fmt: skip
-    out, _, _ = eng.advance(setts, ticks, _us(at(10)))
+    out, _, _ = eng.advance(setts, ticks, epoch_micros(at(10)))
     assert eng.state_size() == 10_000 and not out.rejected
-    assert eng.next_purge_us() == _us(at(4 + 600))
-    assert eng.purge(_us(at(4 + 599))) == 0
-    assert eng.purge(_us(at(4 + 600))) == 10_000
+    assert eng.next_purge_us() == epoch_micros(at(4 + 600))
+    assert eng.purge(epoch_micros(at(4 + 599))) == 0
+    assert eng.purge(epoch_micros(at(4 + 600))) == 10_000
     assert eng.state_size() == 0 and not eng.states and not eng.row_of and not eng.closed_at
     capacity = eng.coll.shape[0]
     more = [eth(f"n{i}", f"n{i}", "deposit", "1", 700) for i in range(5_000)]
-    eng.advance(more, [], _us(at(800)))
+    eng.advance(more, [], epoch_micros(at(800)))
     assert eng.state_size() == 5_000 and eng.coll.shape[0] == capacity  # rows are reused
 
 
@@ -237,7 +240,7 @@ def test_an_account_that_reopens_before_the_purge_is_kept():
     cfg = MarginConfig(snapshot_s=0, allowed_lateness_s=60)
     setts = [eth("d", "a", "deposit", "1", 1), eth("w", "a", "withdraw", "1", 2), eth("d2", "a", "deposit", "2", 30)]  # fmt: skip
     eng, _ = run(setts, [tick("ETH", "3000", 0)], until_s=40, cfg=cfg)
-    assert eng.purge(_us(at(1000))) == 0 and eng.books["a"].collateral["ETH"] == Decimal(2)
+    assert eng.purge(epoch_micros(at(1000))) == 0 and eng.books["a"].collateral["ETH"] == Decimal(2)
 
 
 def test_snapshots_write_every_account_with_debt_at_each_boundary():

@@ -1,7 +1,8 @@
-"""Two rules shared by the stateful DoFns that buffer events and process them on a timer."""
+"""Rules shared by the stateful DoFns that buffer events and process them on a timer."""
 
 from __future__ import annotations
 
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 
@@ -25,3 +26,29 @@ def output_timestamp(end_us: int, fire: Timestamp, streaming: bool) -> Timestamp
     """
     ts = end_us - 1
     return Timestamp(micros=max(ts, fire.micros) if streaming else ts)
+
+
+def arm_once_at_end(latest_state, timer, t_us: int) -> None:
+    """Batch: every element is known before the end, so one firing at the end of the global
+    window processes the whole bag (setting a timer per element costs more than the math)."""
+    if latest_state.read() is None:
+        latest_state.write(t_us)
+        timer.set(GlobalWindow().max_timestamp())
+
+
+def arm_buffer_timer(latest_state, timer, t_us: int, streaming: bool) -> None:
+    """After buffering an element at ``t_us``: in batch ``arm_once_at_end``; in streaming the timer
+    goes to the latest element time, set again on every element so that one arriving after a
+    firing (late) fires it again."""
+    if not streaming:
+        arm_once_at_end(latest_state, timer, t_us)
+        return
+    latest = max(latest_state.read() or 0, t_us)
+    latest_state.write(latest)
+    timer.set(Timestamp(micros=latest))
+
+
+def emit_timestamp(t_us: int, fire: Timestamp, streaming: bool) -> Timestamp:
+    """The Beam timestamp of a row at event time ``t_us`` emitted by a firing at ``fire``: its own
+    time, in streaming never behind the firing (downstream would see late data and drop it)."""
+    return Timestamp(micros=max(t_us, fire.micros) if streaming else t_us)

@@ -39,12 +39,14 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.serde import to_json
+from schemas.types import epoch_micros
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
-from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick, _us
+from transforms.event_timers import arm_once_at_end, emit_timestamp
+from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick
 from transforms.var import shard_of
 
 EVENTS_TAG = "events"
@@ -55,7 +57,7 @@ STATE_TAG = "state_size"
 
 
 def to_tick(row) -> PriceTick:
-    return PriceTick(row.asset, _us(row.event_time), row.price, row.status)
+    return PriceTick(row.asset, epoch_micros(row.event_time), row.price, row.status)
 
 
 class MarginShardFn(beam.DoFn):
@@ -93,13 +95,9 @@ class MarginShardFn(beam.DoFn):
             t = item[0].t_us
         else:
             settlements.add(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
-            t = _us(item.event_time)
+            t = epoch_micros(item.event_time)
         if not self.streaming:
-            # Batch: every element is known before the end, so one firing at the end of the
-            # global window processes the lot (setting a timer per element costs more than the math).
-            if latest.read() is None:
-                latest.write(t)
-                timer.set(GlobalWindow().max_timestamp())
+            arm_once_at_end(latest, timer, t)
             return
         done = fired.read()
         if t > (latest.read() or 0):
@@ -129,7 +127,7 @@ class MarginShardFn(beam.DoFn):
         if self.streaming:
             until = int(fire.micros)
         else:  # fired at the end of the global window: process up to the last element
-            until = max([_us(s.event_time) for s in batch_s] + [t.t_us for t in batch_t])
+            until = max([epoch_micros(s.event_time) for s in batch_s] + [t.t_us for t in batch_t])
         out, later_s, later_t = eng.advance(batch_s, batch_t, until)
         settlements.clear()
         ticks.clear()
@@ -167,8 +165,7 @@ class MarginShardFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATE_TAG, TimestampedValue((key, eng.state_size()), fire))
 
     def _ts(self, t_us: int, fire: Timestamp) -> Timestamp:
-        # In streaming never behind the firing timer, or downstream steps would see late data.
-        return Timestamp(micros=max(t_us, fire.micros) if self.streaming else t_us)
+        return emit_timestamp(t_us, fire, self.streaming)
 
     def _emit(self, out, fire):
         for t, row in out.health:
@@ -218,7 +215,7 @@ class MonitorMargins(beam.PTransform):
             prices
             | "InstantWindows" >> beam.WindowInto(window.FixedWindows(1))
             | "KeyByInstant"
-            >> beam.Map(lambda r: (_us(r.event_time), to_tick(r))).with_output_types(
+            >> beam.Map(lambda r: (epoch_micros(r.event_time), to_tick(r))).with_output_types(
                 tuple[int, Any]
             )
             | "GroupByInstant" >> beam.GroupByKey()

@@ -45,6 +45,7 @@ import numpy as np
 from schemas.base import deterministic_id
 from schemas.events import MarginAlert, Settlement
 from schemas.tables import LiquidationPrice, MarginEventRow, MarginHealthRow
+from schemas.types import epoch_micros
 from transforms.margin_event_detector import AccountState, DetectorConfig, observe
 from transforms.margin_health import _CTX, health_score, liquidation_price
 from transforms.positions import Outcome, PositionBook
@@ -101,14 +102,6 @@ class MarginOutput:
     stale_prices: int = 0  # price ticks older than the asset's current price: ignored, counted
 
 
-def _us(dt: datetime) -> int:
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _dt(us: int) -> datetime:
     return datetime.fromtimestamp(us // MICROS, tz=UTC).replace(microsecond=us % MICROS)
 
@@ -147,7 +140,7 @@ class MarginShardEngine:
         Returns (output, settlements kept for later, ticks kept for later).
         """
         out = MarginOutput()
-        later_s = [s for s in settlements if _us(s.event_time) > until_us]
+        later_s = [s for s in settlements if epoch_micros(s.event_time) > until_us]
         later_t = [p for p in ticks if p.t_us > until_us]
         floor = self.processed_us
         lateness = self.config.allowed_lateness_s * MICROS
@@ -160,7 +153,7 @@ class MarginShardEngine:
             # every asset priced at one instant moves together: one revaluation per instant
             events.append((t, 0, "", sorted(group, key=lambda p: p.asset)))
         for s in settlements:
-            t = _us(s.event_time)
+            t = epoch_micros(s.event_time)
             if t > until_us:
                 continue
             if floor is not None and t < floor:

@@ -37,15 +37,15 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import GlobalWindow, TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.window import TimestampedValue
 
 from schemas.base import deterministic_id
 from schemas.events import ComplianceAlert, Transfer
 from schemas.serde import to_json
 from schemas.tables import ComplianceScreeningRow
+from schemas.types import epoch_micros
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
-from transforms.margin_engine import _us
+from transforms.event_timers import arm_buffer_timer, emit_timestamp
 from transforms.sanctions_list import ListVersion, SanctionsIndex
 from transforms.var import shard_of
 
@@ -54,7 +54,7 @@ RULE_ID = "ofac_sdn_digital_currency"
 
 
 def effective_us(v: ListVersion) -> int:
-    return _us(datetime.combine(v.effective_date, time(0), tzinfo=UTC))
+    return epoch_micros(datetime.combine(v.effective_date, time(0), tzinfo=UTC))
 
 
 def in_force(versions: list[ListVersion], t_us: int) -> ListVersion | None:
@@ -140,15 +140,8 @@ class ScreenShardFn(beam.DoFn):
             t = effective_us(item)
         else:
             transfers.add(blob)
-            t = _us(item.event_time)
-        if not self.streaming:
-            if latest.read() is None:
-                latest.write(t)
-                timer.set(GlobalWindow().max_timestamp())
-            return
-        if t > (latest.read() or 0):
-            latest.write(t)
-        timer.set(Timestamp(micros=latest.read()))
+            t = epoch_micros(item.event_time)
+        arm_buffer_timer(latest, timer, t, self.streaming)
 
     @on_timer(SCREEN)
     def on_screen(
@@ -166,12 +159,12 @@ class ScreenShardFn(beam.DoFn):
         transfers.clear()
         indexes: dict[str, SanctionsIndex] = {}
         for t in pending:
-            t_us = _us(t.event_time)
+            t_us = epoch_micros(t.event_time)
             if until is not None and t_us > until:
                 transfers.add(pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
             version = in_force(listed, t_us)
-            ts = Timestamp(micros=max(t_us, int(fire.micros)) if self.streaming else t_us)
+            ts = emit_timestamp(t_us, fire, self.streaming)
             if version is None:
                 Metrics.counter("dead_letter", "SanctionsJoin.no_sanctions_list").inc()
                 yield beam.pvalue.TaggedOutput(

@@ -38,10 +38,11 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.margin_engine import _us
+from schemas.types import epoch_micros
+from transforms.event_timers import arm_buffer_timer, emit_timestamp
 from transforms.rug_pull import RugConfig, RugPoolState, event_order, to_alert
 from transforms.wash_trade import DEFAULT_CONFIG, WashTradeConfig, detect, first_fundings, is_alert
 
@@ -69,15 +70,7 @@ class RugPoolFn(beam.DoFn):
     ):
         _, event = element
         events.add(pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL))
-        t = _us(event.event_time)
-        if not self.streaming:  # batch: one firing at the end processes the lot
-            if latest.read() is None:
-                latest.write(t)
-                timer.set(GlobalWindow().max_timestamp())
-            return
-        if t > (latest.read() or 0):
-            latest.write(t)
-        timer.set(Timestamp(micros=latest.read()))
+        arm_buffer_timer(latest, timer, epoch_micros(event.event_time), self.streaming)
 
     @on_timer(PROCESS)
     def on_process(
@@ -90,7 +83,7 @@ class RugPoolFn(beam.DoFn):
     ):
         batch = sorted((pickle.loads(b) for b in events.read()), key=event_order)
         until = int(fire.micros) if self.streaming else None
-        due = [e for e in batch if until is None or _us(e.event_time) <= until]
+        due = [e for e in batch if until is None or epoch_micros(e.event_time) <= until]
         later = batch[len(due) :] if until is not None else []
         events.clear()
         for e in later:
@@ -101,9 +94,7 @@ class RugPoolFn(beam.DoFn):
             if finding is None:
                 continue
             self.findings.inc()
-            ts = Timestamp.from_utc_datetime(finding.detected_at)
-            if self.streaming:
-                ts = max(ts, fire)
+            ts = emit_timestamp(epoch_micros(finding.detected_at), fire, self.streaming)
             yield TimestampedValue(finding, ts)
             if finding.confidence_score >= self.config.alert_threshold:
                 yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(to_alert(finding), ts))

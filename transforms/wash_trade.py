@@ -80,7 +80,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 from typing import ClassVar
@@ -93,6 +93,7 @@ from scipy.sparse.csgraph import connected_components
 from schemas.base import deterministic_id
 from schemas.events import DexTrade, Transfer
 from schemas.tables import SuspiciousActivityRow
+from schemas.types import epoch_micros
 
 ACTIVITY_TYPE = "wash_trading"
 ALERT_THRESHOLD = 70.0
@@ -126,7 +127,6 @@ QUOTE_PRIORITY = (
     "SOL",
 )
 _QUOTE_RANK = {s: i for i, s in enumerate(QUOTE_PRIORITY)}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _REL_SLACK = 1e-9  # "within 1 %" is inclusive; binary floats must not turn 1 % into 1.0000001 %
 BENFORD = np.log10(1 + 1 / np.arange(1, 10))
 
@@ -275,7 +275,7 @@ class TradeFrame:
             pool=[t.pool_address for t in ts],
             block=[t.block_number for t in ts],
             log_index=[t.log_index for t in ts],
-            time_us=[(t.event_time - _EPOCH) // timedelta(microseconds=1) for t in ts],
+            time_us=[epoch_micros(t.event_time) for t in ts],
             trader=[t.trader for t in ts],
             recipient=[t.recipient for t in ts],
             token_in=[t.token_in for t in ts],
@@ -986,8 +986,8 @@ def detect(
     for the amount rules, skipped by round_trip) and truncated pair scans.
     """
     frame = trades if isinstance(trades, TradeFrame) else TradeFrame.from_trades(trades)
-    lo = (window_start - _EPOCH) // timedelta(microseconds=1)
-    hi = (window_end - _EPOCH) // timedelta(microseconds=1)
+    lo = epoch_micros(window_start)
+    hi = epoch_micros(window_end)
     inside = (frame.time_us >= lo) & (frame.time_us < hi)
     counters = dict(frame.counters)
     counters["outside_window"] = int((~inside).sum())
