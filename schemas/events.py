@@ -171,6 +171,29 @@ class Transfer(Contract):
     event_time: EventTime = Field(description="Block time (UTC event time).")
 
 
+class AccountProfile(Contract):
+    """accounts.profiles.v1: the KYC profile of a customer account (latest wins, by updated_at)."""
+
+    event_time_field = "updated_at"
+    key_fields = ("account_id",)
+    doc = "KYC profile of a customer account: its wallets, tier, country, PEP flag and KYC status."
+
+    account_id: str = Field(description="The customer account.")
+    wallets: list[str] = Field(
+        min_length=1, description="Addresses the account controls, as the chain writes them."
+    )
+    tier: str = Field(description="Limit tier; the compliance policy defines the tiers.")
+    country: str = Field(
+        pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$",
+        description="Residence: ISO 3166-1 alpha-2 country, or ISO 3166-2 region.",
+    )
+    pep: bool = Field(False, description="Politically exposed person.")
+    kyc_status: Literal["verified", "pending", "unverified", "rejected"] = Field(
+        description="KYC status."
+    )
+    updated_at: EventTime = Field(description="When this profile version took effect.")
+
+
 class MarginAlert(Contract):
     """alerts.margin.v1: a throttled margin alert."""
 

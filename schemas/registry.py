@@ -11,6 +11,7 @@ TOPICS: dict[str, type[Contract]] = {
     "dex.trades.v1": events.DexTrade,
     "liquidity.v1": events.LiquidityEvent,
     "transfers.v1": events.Transfer,
+    "accounts.profiles.v1": events.AccountProfile,
     "alerts.margin.v1": events.MarginAlert,
     "alerts.surveillance.v1": events.SurveillanceAlert,
     "alerts.compliance.v1": events.ComplianceAlert,
@@ -22,6 +23,7 @@ INPUT_TOPICS = (
     "dex.trades.v1",
     "liquidity.v1",
     "transfers.v1",
+    "accounts.profiles.v1",
 )
 ALERT_TOPICS = ("alerts.margin.v1", "alerts.surveillance.v1", "alerts.compliance.v1")
 
