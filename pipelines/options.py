@@ -158,6 +158,47 @@ class RiskPipelineOptions(PipelineOptions):
             "later one is a dead letter (late_settlement).",
         )
 
+        parser.add_argument(
+            "--policy",
+            default=None,
+            help="Compliance policy YAML (tier limits, countries, PEP, KYC, AML thresholds); "
+            "default: the bundled transforms/config/compliance_policy.yaml. Check one with "
+            "`defi-risk policy check FILE`.",
+        )
+        parser.add_argument(
+            "--sanctions_store",
+            default=None,
+            help="Sanctions list store written by `defi-risk sanctions load` (local path or "
+            "gs://). Default: the bundled OFAC snapshots of 2024-09-27 and 2025-11-19, with a "
+            "warning (stale for live use).",
+        )
+        parser.add_argument(
+            "--sanctions_poll_minutes",
+            type=float,
+            default=0.0,
+            help="Streaming on Dataflow: re-read the store every N minutes so new list versions "
+            "apply without a restart (0: read it once at start; the DirectRunner needs 0).",
+        )
+        parser.add_argument(
+            "--compliance_shards",
+            type=int,
+            default=4,
+            help="Keys the sanctions screen and the AML rules are spread over (exposure is keyed "
+            "by chain).",
+        )
+        parser.add_argument(
+            "--compliance_allowed_lateness_s",
+            type=int,
+            default=600,
+            help="How long a transfer id is remembered past the longest AML window, to refuse a "
+            "redelivery as a duplicate.",
+        )
+
+    def compliance_policy(self):
+        from transforms.compliance_policy import load_policy
+
+        return load_policy(self.policy)
+
     def margin_config(self):
         from decimal import Decimal
 

@@ -12,14 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
+from transforms.compliance import MonitorAml, ScreenExposure
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.margin import ALERTS_TAG, EVENTS_TAG, MonitorMargins
 from transforms.price_validation import ValidatePrices
 from transforms.prices import CompositePrices
+from transforms.sanctions import ALERTS_TAG as COMPLIANCE_ALERTS
+from transforms.sanctions import SanctionsJoin
+from transforms.sanctions_source import ReadSanctionsVersions
 from transforms.surveillance import ALERTS_TAG as SURVEILLANCE_ALERTS
 from transforms.surveillance import DetectRugPulls, DetectWashTrades
 from transforms.var import ComputeVaR
@@ -119,6 +124,63 @@ def _detect_wash_trades(streams: dict[str, PCollection], options: Any) -> StageO
     )
 
 
+def _read_sanctions_lists(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    pipeline = streams["transfers.v1"].pipeline
+    versions = pipeline | "ReadSanctionsVersions" >> ReadSanctionsVersions(
+        opts.sanctions_store, opts.sanctions_poll_minutes
+    )
+    return StageOutput(streams={"sanctions_versions": versions})
+
+
+def _sanctions_join(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    out = (streams["transfers.v1"], streams["sanctions_versions"]) | "SanctionsJoin" >> (
+        SanctionsJoin(opts.compliance_shards, options.view_as(StandardOptions).streaming)
+    )
+    return StageOutput(
+        tables={"compliance_screenings": out.screenings},
+        alerts={"alerts.compliance.v1": out[COMPLIANCE_ALERTS]},
+        dead_letters=[out[DEAD_LETTER_TAG]],
+    )
+
+
+def _screen_exposure(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    out = (streams["transfers.v1"], streams["sanctions_versions"]) | "ScreenExposure" >> (
+        ScreenExposure(
+            opts.compliance_policy().exposure,
+            opts.compliance_shards,
+            options.view_as(StandardOptions).streaming,
+        )
+    )
+    # A transfer with no list in force is refused by this stage too (stage ScreenExposure).
+    return StageOutput(
+        tables={"compliance_screenings": out.screenings},
+        alerts={"alerts.compliance.v1": out[COMPLIANCE_ALERTS]},
+        dead_letters=[out[DEAD_LETTER_TAG]],
+    )
+
+
+def _monitor_aml(streams: dict[str, PCollection], options: Any) -> StageOutput:
+    opts = options.view_as(RiskPipelineOptions)
+    transfers = streams["transfers.v1"]
+    profiles = streams.get("accounts.profiles.v1")
+    if profiles is None:  # no profile feed: every wallet is its own subject
+        profiles = transfers.pipeline | "NoProfiles" >> beam.Create([])
+    rows, alerts, dead = (transfers, profiles) | "MonitorAml" >> MonitorAml(
+        opts.compliance_policy(),
+        opts.compliance_shards,
+        options.view_as(StandardOptions).streaming,
+        opts.compliance_allowed_lateness_s,
+    )
+    return StageOutput(
+        tables={"compliance_screenings": rows},
+        alerts={"alerts.compliance.v1": alerts},
+        dead_letters=[dead],
+    )
+
+
 STAGES: list[Stage] = [
     Stage(
         "ValidatePrices",
@@ -148,13 +210,29 @@ STAGES: list[Stage] = [
         ("dex.trades.v1", "transfers.v1"),
         _detect_wash_trades,
     ),
+    Stage(
+        "ReadSanctionsVersions", frozenset({"compliance"}), ("transfers.v1",), _read_sanctions_lists
+    ),
+    Stage(
+        "SanctionsJoin",
+        frozenset({"compliance"}),
+        ("transfers.v1", "sanctions_versions"),
+        _sanctions_join,
+    ),
+    Stage(
+        "ScreenExposure",
+        frozenset({"compliance"}),
+        ("transfers.v1", "sanctions_versions"),
+        _screen_exposure,
+    ),
+    Stage("MonitorAml", frozenset({"compliance"}), ("transfers.v1",), _monitor_aml),
 ]
 
 # Topics each named pipeline reads. "all" reads every input topic.
 PIPELINE_TOPICS: dict[str, tuple[str, ...]] = {
     "risk": ("market.prices.v1", "settlements.v1"),
     "surveillance": ("market.prices.v1", "dex.trades.v1", "liquidity.v1", "transfers.v1"),
-    "compliance": ("transfers.v1",),
+    "compliance": ("transfers.v1", "accounts.profiles.v1"),
 }
 
 

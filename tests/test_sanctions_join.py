@@ -7,7 +7,6 @@ stream (TestStream here; a watched store on Dataflow), so a delisting takes effe
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.testing.test_stream import TestStream
@@ -20,10 +19,10 @@ from schemas.events import Transfer
 from transforms.dead_letter import DEAD_LETTER_TAG
 from transforms.sanctions import ALERTS_TAG, SanctionsJoin, effective_us, screen_transfer
 from transforms.sanctions_list import SanctionsIndex, load_lists
+from transforms.sanctions_source import BUNDLED_DIR
 
-DATA = Path(__file__).parent / "data" / "ofac-addresses"
-OLD = load_lists(DATA / "0xB10C-lists-2024-09-27", date(2024, 9, 27))
-NEW = load_lists(DATA / "brave-intl-lists-2025-11-19", date(2025, 11, 19))
+OLD = load_lists(BUNDLED_DIR / "0xB10C-lists-2024-09-27", date(2024, 9, 27))
+NEW = load_lists(BUNDLED_DIR / "brave-intl-lists-2025-11-19", date(2025, 11, 19))
 TORNADO_USDC = "0x4736dCf1b7A3d580672CcE6E7c65cd5cc9cFBa9D"  # EIP-55 spelling
 ALICE = "0x" + "1" * 40
 

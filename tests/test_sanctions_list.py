@@ -1,4 +1,4 @@
-"""Sanctions list ingestion on the real OFAC data in tests/data/ofac-addresses (issue 7, part 2).
+"""Sanctions list ingestion on the real OFAC data (lists: pipelines/data/ofac; formats: tests/data/ofac-addresses) (issue 7, part 2).
 
 .venv/bin/pytest tests/test_sanctions_list.py -q
 """
@@ -24,13 +24,14 @@ from transforms.sanctions_list import (
     parse_advanced_xml,
     parse_sdn_csv,
 )
+from transforms.sanctions_source import BUNDLED_DIR
 
 DATA = Path(__file__).parent / "data" / "ofac-addresses"
 XML = DATA / "sdn-format-excerpts" / "sdn_advanced_digital_currency_excerpt.xml.gz"
 SDN_CSV = DATA / "sdn-format-excerpts" / "sdn_csv_digital_currency_excerpt_2024-05-03.csv.gz"
 COMMENTS = DATA / "sdn-format-excerpts" / "sdn_comments_csv_watchman_testdata.csv.gz"
-LISTS_2025 = DATA / "brave-intl-lists-2025-11-19"
-LISTS_2024 = DATA / "0xB10C-lists-2024-09-27"
+LISTS_2025 = BUNDLED_DIR / "brave-intl-lists-2025-11-19"
+LISTS_2024 = BUNDLED_DIR / "0xB10C-lists-2024-09-27"
 
 ETHEREUM = "eip155:1"
 ARBITRUM = "eip155:42161"

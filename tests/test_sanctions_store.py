@@ -12,9 +12,11 @@ from pathlib import Path
 from pipelines.cli import main
 from pipelines.sanctions_store import version_from_dict, version_to_dict
 from transforms.sanctions_list import SanctionsIndex, load_lists
+from transforms.sanctions_source import BUNDLED_DIR
 
 DATA = Path(__file__).parent / "data" / "ofac-addresses"
-OLD, NEW = DATA / "0xB10C-lists-2024-09-27", DATA / "brave-intl-lists-2025-11-19"
+OLD = BUNDLED_DIR / "0xB10C-lists-2024-09-27"
+NEW = BUNDLED_DIR / "brave-intl-lists-2025-11-19"
 TORNADO_USDC = "0x4736dcf1b7a3d580672cce6e7c65cd5cc9cfba9d"
 
 

@@ -21,13 +21,14 @@ a ``ComplianceAlert`` per hit. A transfer with no version in force yet is a dead
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from datetime import UTC, datetime, time
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
@@ -114,16 +115,46 @@ def screen_transfer(
     return rows, alerts
 
 
+def by_event_id(t: Transfer) -> str:
+    """Direct hits need no shared state: transfers spread evenly over the shards."""
+    return t.event_id
+
+
+class SanctionsScreener:
+    """The direct list match: stateless, so one instance serves every firing."""
+
+    stage = "SanctionsJoin"
+
+    def screen(self, index: SanctionsIndex, t: Transfer):
+        return screen_transfer(index, t)
+
+    def purge(self, now_us: int) -> int:
+        return 0
+
+
 class ScreenShardFn(beam.DoFn):
+    """Buffers transfers and list versions of one shard; on an event-time timer, screens the
+    transfers in event-time order against the version in force at each one's time.
+
+    ``screener`` does the screening: ``SanctionsScreener`` (direct hits) or an exposure screener
+    (``transforms.compliance``) whose graph state lives in ``SCREENER`` between firings.
+    """
+
     TRANSFERS = BagStateSpec("transfers", BytesCoder())
     VERSIONS = BagStateSpec("versions", BytesCoder())
     LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())
+    SCREENER = ReadModifyWriteStateSpec("screener", PickleCoder())
     SCREEN = TimerSpec("screen", TimeDomain.WATERMARK)
 
-    def __init__(self, streaming: bool):
+    def __init__(self, streaming: bool, screener: Any = None):
         self.streaming = streaming
-        self.screened = Metrics.counter("compliance", "SanctionsJoin.addresses_screened")
-        self.hits = Metrics.counter("compliance", "SanctionsJoin.hits")
+        self.screener = screener or SanctionsScreener()
+        stage = self.screener.stage
+        self.stage = stage
+        self.screened = Metrics.counter("compliance", f"{stage}.transfers_screened")
+        self.rows = Metrics.counter("compliance", f"{stage}.rows")
+        self.hits = Metrics.counter("compliance", f"{stage}.alerts")
+        self.purged = Metrics.counter("compliance", f"{stage}.purged")
 
     def process(
         self,
@@ -136,6 +167,9 @@ class ScreenShardFn(beam.DoFn):
         _, (kind, item) = element
         blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
         if kind == "version":
+            # A polled store re-emits every version each time: keep each version id once.
+            if any(pickle.loads(b).version_id == item.version_id for b in versions.read()):
+                return
             versions.add(blob)
             t = effective_us(item)
         else:
@@ -149,29 +183,34 @@ class ScreenShardFn(beam.DoFn):
         fire=beam.DoFn.TimestampParam,
         transfers=beam.DoFn.StateParam(TRANSFERS),
         versions=beam.DoFn.StateParam(VERSIONS),
+        state=beam.DoFn.StateParam(SCREENER),
     ):
         listed = [pickle.loads(b) for b in versions.read()]
         pending = sorted(
             (pickle.loads(b) for b in transfers.read()),
-            key=lambda t: (t.event_time, t.block_number, t.log_index),
+            key=lambda t: (t.event_time, t.block_number, t.log_index, t.event_id),
         )
         until = int(fire.micros) if self.streaming else None
         transfers.clear()
+        # A fresh copy per key: one DoFn instance serves many keys, each with its own state.
+        screener = state.read() or copy.deepcopy(self.screener)
         indexes: dict[str, SanctionsIndex] = {}
+        last_us = None
         for t in pending:
             t_us = epoch_micros(t.event_time)
             if until is not None and t_us > until:
                 transfers.add(pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
+            last_us = t_us
             version = in_force(listed, t_us)
             ts = emit_timestamp(t_us, fire, self.streaming)
             if version is None:
-                Metrics.counter("dead_letter", "SanctionsJoin.no_sanctions_list").inc()
+                Metrics.counter("dead_letter", f"{self.stage}.no_sanctions_list").inc()
                 yield beam.pvalue.TaggedOutput(
                     DEAD_LETTER_TAG,
                     make_dead_letter(
                         source="transfers.v1",
-                        stage="SanctionsJoin",
+                        stage=self.stage,
                         reason="no_sanctions_list",
                         error="no sanctions list version is in force at the transfer's time",
                         raw=to_json(t),
@@ -182,32 +221,37 @@ class ScreenShardFn(beam.DoFn):
             index = indexes.get(version.version_id) or indexes.setdefault(
                 version.version_id, SanctionsIndex(version)
             )
-            rows, alerts = screen_transfer(index, t)
-            self.screened.inc(len(rows))
+            rows, alerts = screener.screen(index, t)
+            self.screened.inc()
+            self.rows.inc(len(rows))
             for r in rows:
                 yield TimestampedValue(r, ts)
             for a in alerts:
                 self.hits.inc()
                 yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(a, ts))
+        if last_us is not None:
+            self.purged.inc(screener.purge(last_us))
+        state.write(screener)
 
 
 class SanctionsJoin(beam.PTransform):
     """(transfers, list versions) -> ComplianceScreeningRow (main ``screenings``), alerts and
     dead letters."""
 
-    def __init__(self, shards: int = 4, streaming: bool = False):
+    def __init__(self, shards: int = 4, streaming: bool = False, screener: Any = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
-        self.shards, self.streaming = shards, streaming
+        self.shards, self.streaming, self.screener = shards, streaming, screener
 
     def expand(self, inputs):
         transfers, versions = inputs
         shards = self.shards
+        key_of = getattr(self.screener, "key_of", by_event_id)
         keyed = (
             transfers
             | "TransfersGlobal" >> beam.WindowInto(window.GlobalWindows())
-            | "KeyByShard" >> beam.Map(lambda t: (shard_of(t.event_id, shards), ("transfer", t)))
+            | "KeyByShard" >> beam.Map(lambda t: (shard_of(key_of(t), shards), ("transfer", t)))
         )
         lists = (
             versions
@@ -221,6 +265,7 @@ class SanctionsJoin(beam.PTransform):
             | "GlobalWindow"
             >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
         )
-        return merged | "ScreenShards" >> beam.ParDo(ScreenShardFn(self.streaming)).with_outputs(
+        fn = ScreenShardFn(self.streaming, self.screener)
+        return merged | "ScreenShards" >> beam.ParDo(fn).with_outputs(
             ALERTS_TAG, DEAD_LETTER_TAG, main="screenings"
         )

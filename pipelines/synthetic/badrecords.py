@@ -38,14 +38,16 @@ REASONS = {
         "not_finite",
         "absurd_timestamp",
     ),
+    "accounts.profiles.v1": ("invalid_json", "missing_field", "wrong_type", "absurd_timestamp"),
 }
-TIME_FIELD = {"market.prices.v1": "publish_time"}  # the others use event_time
+TIME_FIELD = {"market.prices.v1": "publish_time", "accounts.profiles.v1": "updated_at"}
 REQUIRED = {  # a required field (no default) to drop
     "market.prices.v1": "price",
     "settlements.v1": "amount_raw",
     "dex.trades.v1": "amount_in_raw",
     "liquidity.v1": "kind",
     "transfers.v1": "to_address",
+    "accounts.profiles.v1": "kyc_status",
 }
 WRONG_TYPES = {  # (field, value): a JSON type the contract refuses
     "market.prices.v1": (("price", 3000.12), ("price", {"value": "3000.12"})),
@@ -53,6 +55,7 @@ WRONG_TYPES = {  # (field, value): a JSON type the contract refuses
     "dex.trades.v1": (("amount_usd", 1234.56), ("log_index", "seven")),
     "liquidity.v1": (("amount0_raw", 42), ("block_number", "twelve")),
     "transfers.v1": (("amount_usd", 99.5), ("decimals", "six")),
+    "accounts.profiles.v1": (("wallets", "0x" + "ab" * 20), ("country", 276)),
 }
 NUMERIC = {"market.prices.v1": "price", "dex.trades.v1": "amount_usd", "transfers.v1": "amount_usd"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.synthetic import cases
+from pipelines.synthetic import cases, compliance
 from pipelines.synthetic.accounts import margin_truth, simulate_accounts
 from pipelines.synthetic.assets import PRICE_ASSETS, Clock, iso
 from pipelines.synthetic.dex import simulate_dex
@@ -123,8 +123,14 @@ def generate(
     holders = dex.cases["traders"]
     ordinary_transfers(tr, trng, holders, n_tron=80)
     sanctioned = sanctioned_transfers(tr, trng, holders)
+    comp_rng = substream(seed, "compliance")
+    profiles = compliance.account_profiles(comp_rng, holders, clock)
+    extra_profiles, scenario = compliance.scenario(tr, comp_rng, clock)
+    profiles += extra_profiles
+    sanctioned.append(scenario_funding_truth(tr, scenario, len(sanctioned)))
     step(
-        f"transfers: {len(tr.records):,} (incl. case funding and {len(sanctioned)} sanctioned touches)"
+        f"transfers: {len(tr.records):,} (incl. case funding and {len(sanctioned)} sanctioned "
+        f"touches); {len(profiles)} account profiles"
     )
 
     for topic, records in (
@@ -132,8 +138,9 @@ def generate(
         ("dex.trades.v1", dex.trades),
         ("liquidity.v1", dex.liquidity),
         ("transfers.v1", tr.records),
+        ("accounts.profiles.v1", profiles),
     ):
-        records.sort(key=lambda r: (r["event_time"], *r["_sort"]))
+        records.sort(key=lambda r: (r.get("event_time") or r["updated_at"], *r["_sort"]))
         writers[topic] = write_topic(out, topic, fmt, records, bad_rng)
     step("topic files written")
 
@@ -154,6 +161,11 @@ def generate(
         "pump_and_dumps": [pump],
         "sybil_farms": [sybil],
         "sanctioned_transfers": sanctioned,
+        "compliance_scenario": scenario,
+        "profiles": {
+            "embargoed": [p["account_id"] for p in profiles if p["country"] == "IR"],
+            "pep": [p["account_id"] for p in profiles if p["pep"]],
+        },
         "bad_records": {t: writers[t].bad_counts() for t in INPUT_TOPICS},
         "bad_record_lines": {t: [list(x) for x in writers[t].bad_lines] for t in INPUT_TOPICS},
         "rejected_updates": {"market.prices.v1": pw.reject_counts()},
@@ -182,6 +194,32 @@ CONVENTIONS = {
     "rejected_updates": "contract-valid price updates the pipeline must refuse (validation rules, "
     "duplicates), by reason; they become dead letters like bad_records",
 }
+
+
+def scenario_funding_truth(tr: Transfers, scenario: dict, n: int) -> dict:
+    """The scenario's funding transfer is a direct hit on its listed sender too."""
+    from pipelines.synthetic.transfers import expected_result, lists_containing
+
+    rec = next(r for r in tr.records if r["tx_hash"] == scenario["funding_tx"])
+    listed = scenario["listed_address"]
+    return {
+        "id": f"ofac-{n + 1:02d}",
+        "kind": "direct",
+        "chain_id": rec["chain_id"],
+        "tx_hash": rec["tx_hash"],
+        "event_id": rec["event_id"],
+        "event_time": rec["event_time"],
+        "from_address": rec["from_address"],
+        "to_address": rec["to_address"],
+        "asset": rec["asset"],
+        "amount_usd": rec["amount_usd"],
+        "listed_address": listed,
+        "address_as_written": rec["from_address"],
+        "listed_side": "from",
+        "lists": lists_containing(listed),
+        "expected_result": expected_result(listed, rec["event_time"]),
+        "note": "compliance scenario: the listed address funds the intermediary",
+    }
 
 
 def _remove_stale(out: Path, fmt: str) -> None:

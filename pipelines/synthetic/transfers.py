@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -23,19 +24,18 @@ from pipelines.synthetic.market import Market
 from pipelines.synthetic.rng import Ledger, address, tron_address
 from schemas.base import deterministic_id
 
-OFAC_DIR = Path(__file__).resolve().parent / "data" / "ofac"
-OFAC_LISTS = {  # list id -> file (copied unmodified, see data/ofac/SOURCE.md)
-    "brave-intl-2025-11-19/ETH": OFAC_DIR
-    / "brave-intl-lists-2025-11-19"
-    / "sanctioned_addresses_ETH.txt",
-    "brave-intl-2025-11-19/USDT": OFAC_DIR
-    / "brave-intl-lists-2025-11-19"
-    / "sanctioned_addresses_USDT.txt",
-    "brave-intl-2025-11-19/TRX": OFAC_DIR
-    / "brave-intl-lists-2025-11-19"
-    / "sanctioned_addresses_TRX.txt",
-    "0xB10C-2024-09-27/ETH": OFAC_DIR / "0xB10C-lists-2024-09-27" / "sanctioned_addresses_ETH.txt",
+OFAC_DIR = Path(__file__).resolve().parents[1] / "data" / "ofac"  # the bundled real lists
+_SNAPSHOTS = {
+    "brave-intl-2025-11-19": "brave-intl-lists-2025-11-19",
+    "0xB10C-2024-09-27": "0xB10C-lists-2024-09-27",
 }
+OFAC_LISTS = {  # list id -> file (copied unmodified, see pipelines/data/ofac/SOURCE.md)
+    f"{snap}/{asset}": OFAC_DIR / d / f"sanctioned_addresses_{asset}.txt"
+    for snap, d in _SNAPSHOTS.items()
+    for asset in ("ETH", "USDT", "TRX")
+}
+# When each snapshot took effect (the pipeline's bundled versions use the same dates).
+SNAPSHOT_DATES = {"0xB10C-2024-09-27": "2024-09-27", "brave-intl-2025-11-19": "2025-11-19"}
 TORNADO_USDC_POOL = "0x8589427373D6D84E98730D7795D8f6f8731FDA16"
 EXTRA_DECIMALS = {"BNB": 18, "TRX": 6}
 # chain -> (transfers per day, asset mix)
@@ -76,6 +76,31 @@ def _index() -> dict[str, tuple[str, ...]]:
 def lists_containing(addr: str) -> list[str]:
     """The list ids an address is on (EVM addresses matched case-insensitively)."""
     return list(_index().get(_key(addr), ()))
+
+
+def listed_in_both(new: str, old: str) -> list[str]:
+    """Addresses of list ``new`` also on ``old`` (as ``new`` spells them): they hit whichever
+    snapshot is in force, so the injected hits do not depend on the simulated dates."""
+    lists = ofac_lists()
+    on_old = {_key(a) for a in lists[old]}
+    return sorted(a for a in lists[new] if _key(a) in on_old)
+
+
+def snapshot_in_force(event_time: datetime) -> str | None:
+    """The snapshot in force at an event time (each applies from 00:00 UTC of its date)."""
+    day = event_time.date().isoformat()
+    due = [s for s, d in SNAPSHOT_DATES.items() if d <= day]
+    return max(due, key=SNAPSHOT_DATES.__getitem__) if due else None
+
+
+def expected_result(listed: str, event_time: datetime) -> str:
+    """blocked when the snapshot in force at the time lists the address, else clear."""
+    snap = snapshot_in_force(event_time)
+    return (
+        "blocked"
+        if snap and any(x.startswith(snap + "/") for x in lists_containing(listed))
+        else "clear"
+    )
 
 
 def decimals_of(chain_id: str, asset: str) -> int:
@@ -172,13 +197,13 @@ def sanctioned_transfers(
     lists = ofac_lists()
     span = tr.market.n_minutes * 60.0
     eth_now = lists["brave-intl-2025-11-19/ETH"]
-    mixed = sorted(a for a in eth_now if a != a.lower())  # EIP-55 spelled: case tricks show
+    eth_both = listed_in_both("brave-intl-2025-11-19/ETH", "0xB10C-2024-09-27/ETH")
+    mixed = sorted(a for a in eth_both if a != a.lower())  # EIP-55 spelled: case tricks show
+    usdt_both = listed_in_both("brave-intl-2025-11-19/USDT", "0xB10C-2024-09-27/USDT")
     usdt_only = sorted(
-        a
-        for a in lists["brave-intl-2025-11-19/USDT"]
-        if a.startswith("0x") and a.lower() not in {e.lower() for e in eth_now}
+        a for a in usdt_both if a.startswith("0x") and a.lower() not in {e.lower() for e in eth_now}
     )
-    tron_listed = sorted(a for a in lists["brave-intl-2025-11-19/USDT"] if a.startswith("T"))
+    tron_listed = sorted(a for a in usdt_both if a.startswith("T"))
     arb = "0x4f47bc496083c727c5fbe3ce9cdf2b0f6496270c"  # listed under ETH, ARB and BSC
     picks = [mixed[int(i)] for i in rng.choice(len(mixed), 4, replace=False)]
     truth: list[dict] = []
@@ -207,6 +232,7 @@ def sanctioned_transfers(
                 "address_as_written": written,
                 "listed_side": side,
                 "lists": lists_containing(listed),
+                "expected_result": expected_result(listed, rec["event_time"]),
                 "note": note,
             }
         )
@@ -275,6 +301,7 @@ def sanctioned_transfers(
             "address_as_written": picks[3],
             "listed_side": "upstream",
             "lists": lists_containing(picks[3]),
+            "expected_result": "flagged",
             "note": "customer wallet 2 hops from a listed address",
             "path": [picks[3], middle, cust],
             "evidence_tx_hashes": [hop1["tx_hash"], hop2["tx_hash"]],
