@@ -305,6 +305,11 @@ def cmd_demo(args) -> int:
             f"{check['missed']} missed, {check['extra']} extra; first call at most "
             f"{check['max_delay_s']:.0f} s after the truth minute"
         )
+    from pipelines.compliance_report import compliance_truth_check, print_compliance_check
+
+    comp = compliance_truth_check(out, data / "ground_truth.json")
+    if comp:
+        print_compliance_check(comp)
     print("alerts by type:")
     alerts = alert_counts(out)
     if not alerts:
@@ -537,6 +542,11 @@ def make_parser() -> argparse.ArgumentParser:
     from pipelines.sanctions_store import add_sanctions_arguments
 
     add_sanctions_arguments(sn)
+
+    po = sub.add_parser("policy", help="Validate a compliance policy file.")
+    from pipelines.compliance_report import add_policy_arguments
+
+    add_policy_arguments(po)
 
     lb = sub.add_parser("label", help="After-the-fact labels over topic files (batch).")
     from pipelines.labels import add_label_arguments
