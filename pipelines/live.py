@@ -150,7 +150,7 @@ def alert_message(alert) -> PubsubMessage:
 def parsed_line(record) -> str:
     """What the accounting sink keeps of a parsed record: its id and event time."""
     return json.dumps(
-        {"event_id": record.event_id, "event_time": record.event_timestamp().isoformat()}
+        {"event_id": record.message_id(), "event_time": record.event_timestamp().isoformat()}
     )
 
 

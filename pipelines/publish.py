@@ -102,7 +102,7 @@ class Outgoing:
     @property
     def event_id(self) -> str:
         if self.record is not None:
-            return self.record.event_id
+            return self.record.message_id()
         return raw_event_id(self.topic, self.raw)
 
 
@@ -374,19 +374,20 @@ def prepare(
             item.event_id,
         )
     record = item.record
+    mid = item.event_id  # before any time shift: a profile's id hashes its time
     if current_times:
-        delta = None if deltas is None else deltas.get(record.event_id)
+        delta = None if deltas is None else deltas.get(mid)
         if delta is None:
             record, delta = to_current_time(record, now)
             if deltas is not None:
-                deltas[record.event_id] = delta
+                deltas[mid] = delta
         else:
             record = shift_times(record, delta)
     return _Message(
         item.topic,
         encode(record, fmt),
-        {TIMESTAMP_ATTRIBUTE: rfc3339(record.event_timestamp()), ID_ATTRIBUTE: record.event_id},
-        record.event_id,
+        {TIMESTAMP_ATTRIBUTE: rfc3339(record.event_timestamp()), ID_ATTRIBUTE: mid},
+        mid,
     )
 
 

@@ -26,6 +26,15 @@ class Contract(BaseModel):
     def event_timestamp(self) -> datetime:
         return getattr(self, self.event_time_field)
 
+    def message_id(self) -> str:
+        """The id a redelivery shares: ``event_id`` where the contract has one, else a hash of
+        the key fields and the event time (an account profile version, for example)."""
+        own = getattr(self, "event_id", None)
+        if own:
+            return own
+        keys = (getattr(self, f) for f in self.key_fields)
+        return deterministic_id(type(self).__name__, *keys, self.event_timestamp())
+
 
 def deterministic_id(*parts: object) -> str:
     """A stable id from key fields, so replays and redeliveries produce the same row ids."""

@@ -135,10 +135,17 @@ def test_step_labels_are_stable():
     ("pipeline", "topics"),
     [
         ("risk", {"market.prices.v1", "settlements.v1"}),
-        ("compliance", {"transfers.v1"}),
+        ("compliance", {"transfers.v1", "accounts.profiles.v1"}),
         (
             "all",
-            {"market.prices.v1", "settlements.v1", "dex.trades.v1", "liquidity.v1", "transfers.v1"},
+            {
+                "market.prices.v1",
+                "settlements.v1",
+                "dex.trades.v1",
+                "liquidity.v1",
+                "transfers.v1",
+                "accounts.profiles.v1",
+            },
         ),
     ],
 )

@@ -24,7 +24,8 @@ the graph partitioned, which this does not do.
    the legs in event-time order; every rule reads its parameters from the policy file.
 
 Every hit is one ``compliance_screenings`` row (screening_id = the hit id, evidence JSON with the
-rule's parameters, window and evidence tx hashes); flagged and blocked ones are also alerts.
+rule's parameters, window and evidence tx hashes); flagged and blocked ones are also alerts,
+unless the policy marks the rule ``alert: false`` (a report-only rule, e.g. daily_aggregate).
 """
 
 from __future__ import annotations

@@ -222,9 +222,8 @@ class Policy(_Strict):
     def alerts(self, rule_id: str) -> bool:
         """Whether hits of ``rule_id`` (``aml.<rule>`` or ``policy.*``) are also alerts."""
         family, _, name = rule_id.partition(".")
-        if family == "aml":
-            return getattr(self.rules, name).alert
-        return True
+        rule = getattr(self.rules, name, None) if family == "aml" else None
+        return rule.alert if rule is not None else True
 
     def max_window_h(self) -> float:
         r = self.rules
