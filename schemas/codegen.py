@@ -201,6 +201,64 @@ def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     )
 
 
+# -------------------------------------------------------------------------------- BigQuery DDL
+SQL_DIR = SCHEMA_DIR.parent / "sql"
+# Partitions that may expire: operational data only. Risk, surveillance and compliance rows are
+# kept (auditors ask for any day of the last two years; compliance records for years more).
+PARTITION_EXPIRATION_DAYS = {"dead_letter": 90}
+_CLUSTERABLE = {"STRING", "INT64", "NUMERIC", "BIGNUMERIC", "BOOL", "DATE", "TIMESTAMP", "DATETIME"}
+
+
+def _sql_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ddl_type(field: dict) -> str:
+    if field["type"] == "RECORD":
+        inner = ", ".join(
+            f"{f['name']} {_ddl_type(f)}{' NOT NULL' if f['mode'] == 'REQUIRED' else ''}"
+            for f in field["fields"]
+        )
+        base = f"STRUCT<{inner}>"
+    else:
+        base = field["type"]
+    return f"ARRAY<{base}>" if field["mode"] == "REPEATED" else base
+
+
+def table_ddl(table: str, dataset: str = "risk") -> str:
+    """CREATE TABLE for one table: partitioned by the DATE of its event time, clustered by its
+    key fields (BigQuery allows 4, of orderable scalar types)."""
+    from schemas.registry import TABLES
+
+    model = TABLES[table]
+    fields = bigquery_fields(model)
+    types_of = {f["name"]: f for f in fields}
+    part = types_of[model.event_time_field]
+    if part["type"] not in ("TIMESTAMP", "DATE") or part["mode"] == "REPEATED":
+        raise ValueError(f"{table}: partition column {part['name']} is {part['type']}")
+    cluster = list(model.key_fields[:4])
+    bad = [c for c in cluster if types_of[c]["type"] not in _CLUSTERABLE]
+    if bad:
+        raise ValueError(f"{table}: cannot cluster by {bad}")
+    cols = ",\n".join(
+        f"  {f['name']} {_ddl_type(f)}{' NOT NULL' if f['mode'] == 'REQUIRED' else ''}"
+        f" OPTIONS(description={_sql_string(f['description'])})"
+        for f in fields
+    )
+    partition = part["name"] if part["type"] == "DATE" else f"DATE({part['name']})"
+    options = [f"description={_sql_string(model.doc)}"]
+    if table in PARTITION_EXPIRATION_DAYS:
+        options.append(f"partition_expiration_days={PARTITION_EXPIRATION_DAYS[table]}")
+    opts = ",\n  ".join(options)
+    return (
+        f"-- Generated from schemas/ ({model.__name__}) by `defi-risk schemas generate`; do not edit.\n"
+        f"CREATE TABLE IF NOT EXISTS {dataset}.{table} (\n{cols}\n)\n"
+        f"PARTITION BY {partition}\n"
+        f"CLUSTER BY {', '.join(cluster)}\n"
+        f"OPTIONS(\n  {opts}\n);\n"
+    )
+
+
 # ---------------------------------------------------------------------------------- generation
 def rendered_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
@@ -212,23 +270,32 @@ def rendered_files() -> dict[Path, str]:
         files[SCHEMA_DIR / "bigquery" / f"{table}.json"] = (
             json.dumps(bigquery_fields(model), indent=2) + "\n"
         )
+        files[SQL_DIR / "ddl" / f"{table}.sql"] = table_ddl(table)
     return files
+
+
+def _generated_dirs() -> tuple[tuple[Path, str], ...]:
+    return (
+        (SCHEMA_DIR / "avro", "*.avsc"),
+        (SCHEMA_DIR / "bigquery", "*.json"),
+        (SQL_DIR / "ddl", "*.sql"),
+    )
 
 
 def stale_files() -> list[Path]:
     """Generated files that are missing, differ from the models, or are no longer generated."""
     files = rendered_files()
     stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
-    for folder, pattern in (("avro", "*.avsc"), ("bigquery", "*.json")):
-        stale += [p for p in (SCHEMA_DIR / folder).glob(pattern) if p not in files]
+    for folder, pattern in _generated_dirs():
+        stale += [p for p in folder.glob(pattern) if p not in files]
     return sorted(stale)
 
 
 def write_files() -> list[Path]:
     files = rendered_files()
-    for folder, pattern in (("avro", "*.avsc"), ("bigquery", "*.json")):
-        (SCHEMA_DIR / folder).mkdir(exist_ok=True)
-        for orphan in (SCHEMA_DIR / folder).glob(pattern):
+    for folder, pattern in _generated_dirs():
+        folder.mkdir(parents=True, exist_ok=True)
+        for orphan in folder.glob(pattern):
             if orphan not in files:
                 orphan.unlink()
     for path, text in files.items():
