@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -32,8 +33,12 @@ from schemas.tables import (
     LiquidationPrice,
     MarginEventRow,
     MarginHealthRow,
+    PortfolioVarRow,
     PriceRow,
+    ProtocolRiskAssessmentRow,
+    RiskFactor,
     SuspiciousActivityRow,
+    VarBacktestRow,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +136,9 @@ MARGIN_HEALTH = [
     health("acct-b", "2025-01-01 10:10:00", "healthy", "140", "100", "40"),
     health("acct-c", "2025-01-01 10:02:00", "liquidation", "112.5", "100", "12.5"),
     health("acct-d", "2025-01-01 10:03:00", "no_debt", "50", "0", None),
+    # Older than each account's latest row: only the hourly exposure view sees them.
+    health("acct-a", "2025-01-01 09:30:00", "healthy", "300", "100", "200"),
+    health("acct-b", "2024-12-31 23:59:59", "healthy", "200", "100", "100"),
 ]
 
 
@@ -222,6 +230,145 @@ SCREENINGS = [
     ),
 ]
 
+
+def var_row(account, at, method, level, var, es):
+    return PortfolioVarRow(
+        var_id=deterministic_id(account, ts(at), method, level),
+        account_id=account,
+        as_of=ts(at),
+        method=method,
+        level=level,
+        horizon_days=1,
+        portfolio_value_usd=d("1000"),
+        var_usd=d(var),
+        es_usd=d(es),
+        n_scenarios=500,
+        n_positions=2,
+        window_start=ts(at) - timedelta(days=30),
+        window_end=ts(at),
+    )
+
+
+PORTFOLIO_VAR = [
+    # acct-a historical 99 %: two VaRs on 2025-01-01 and 2025-01-02 (the later one of each day
+    # counts), none on 2025-01-03.
+    var_row("acct-a", "2025-01-01 10:00:00", "historical", 0.99, "100", "130"),
+    var_row("acct-a", "2025-01-01 23:00:00", "historical", 0.99, "120", "150"),
+    var_row("acct-a", "2025-01-02 12:00:00", "historical", 0.99, "150", "180"),
+    var_row("acct-a", "2025-01-02 01:00:00", "historical", 0.99, "90", "110"),
+    var_row("acct-a", "2025-01-04 09:00:00", "historical", 0.99, "135", "170"),
+    # Another level of the same account and method: its own series.
+    var_row("acct-a", "2025-01-02 12:00:00", "historical", 0.95, "60", "80"),
+    var_row("acct-a", "2025-01-01 12:00:00", "parametric", 0.99, "80", "92.5"),
+    var_row("acct-a", "2025-01-02 12:00:00", "parametric", 0.99, "80", "95"),
+    # Two seconds apart, but on two UTC days.
+    var_row("acct-b", "2024-12-31 23:59:59", "historical", 0.99, "10.5", "12"),
+    var_row("acct-b", "2025-01-01 00:00:01", "historical", 0.99, "11.25", "13"),
+    # A zero VaR before: the change is 5 USD, the percentage is NULL.
+    var_row("acct-c", "2025-01-01 12:00:00", "parametric", 0.99, "0", "0"),
+    var_row("acct-c", "2025-01-02 12:00:00", "parametric", 0.99, "5", "6"),
+]
+
+
+def backtest(subject, at, method, level, n_obs, exceptions, kupiec, lr_ind, lr_cc, light):
+    return VarBacktestRow(
+        backtest_id=deterministic_id(subject, ts(at), method, level, n_obs),
+        subject=subject,
+        as_of=ts(at),
+        method=method,
+        level=level,
+        n_obs=n_obs,
+        exceptions=exceptions,
+        kupiec_lr=None if kupiec is None else kupiec[0],
+        kupiec_pvalue=None if kupiec is None else kupiec[1],
+        christoffersen_lr_ind=lr_ind,
+        christoffersen_lr_cc=lr_cc,
+        traffic_light=light,
+    )
+
+
+LR_CC_QUARTER = 2 * math.log(4)  # chi-square(2) survival exp(-x / 2) = 0.25
+VAR_BACKTESTS = [
+    backtest(
+        "BTC", "2025-01-01 00:00:00", "historical", 0.99, 250, 3, (0.1, 0.75), 0.05, 0.15, "green"
+    ),
+    backtest(
+        "BTC",
+        "2025-01-02 00:00:00",
+        "historical",
+        0.99,
+        251,
+        6,
+        (3.2, 0.07),
+        4.5,
+        LR_CC_QUARTER,
+        "yellow",
+    ),
+    backtest(
+        "BTC", "2025-01-02 00:00:00", "parametric", 0.99, 250, 12, (15.0, 0.0001), None, None, "red"
+    ),
+    backtest(
+        "BTC", "2025-01-01 00:00:00", "historical", 0.95, 250, 14, (0.3, 0.6), 1.0, 1.3, "green"
+    ),
+    backtest(
+        "acct-a", "2025-01-02 00:00:00", "historical", 0.975, 40, 1, (0.0, 1.0), 0.0, 0.0, None
+    ),
+]
+
+
+def assessment(protocol, chain, at, score, level, factors, tvl, version):
+    return ProtocolRiskAssessmentRow(
+        assessment_id=deterministic_id(protocol, chain, ts(at)),
+        protocol_name=protocol,
+        protocol_address="0xpool",
+        chain_id=chain,
+        overall_risk_score=score,
+        risk_level=level,
+        risk_factors=[RiskFactor(factor=f, score=s, weight=w, details=x) for f, s, w, x in factors],
+        tvl_usd=d(tvl),
+        methodology_version=version,
+        assessed_at=ts(at),
+    )
+
+
+ASSESSMENTS = [
+    assessment(
+        "Aave V3",
+        "eip155:1",
+        "2025-01-01 00:00:00",
+        30.0,
+        "medium",
+        [("audit", 20.0, 0.5, "two audits"), ("tvl_concentration", 40.0, 0.5, None)],
+        "1000000.5",
+        "v1",
+    ),
+    assessment(
+        "Aave V3",
+        "eip155:1",
+        "2025-01-02 00:00:00",
+        45.5,
+        "medium",
+        [
+            ("exploit_history", 70.0, 0.4, "2023 incident"),
+            ("audit", 20.0, 0.3, None),
+            ("tvl_concentration", 30.0, 0.3, "top 10 wallets hold 40 %"),
+        ],
+        "2500000.123456789",
+        "v2",
+    ),
+    assessment("Aave V3", "eip155:137", "2025-01-01 12:00:00", 80.0, "critical", [], None, "v2"),
+    assessment(
+        "Curve",
+        "eip155:1",
+        "2025-01-02 00:00:00",
+        10.0,
+        "low",
+        [("audit", 10.0, 1.0, "verified")],
+        "5",
+        "v2",
+    ),
+]
+
 MARGIN_ALERT = MarginAlert(
     alert_id="alert-1",
     account_id="acct-a",
@@ -246,7 +393,10 @@ def warehouse(tmp_path_factory):
     write_parquet(out, "margin_events", MARGIN_EVENTS)
     write_parquet(out, "suspicious_activities", FINDINGS)
     write_parquet(out, "compliance_screenings", SCREENINGS)
-    (out / "tables" / "var_backtests").mkdir(parents=True)  # a directory with no files
+    write_parquet(out, "portfolio_var", PORTFOLIO_VAR)
+    write_parquet(out, "var_backtests", VAR_BACKTESTS)
+    write_parquet(out, "protocol_risk_assessments", ASSESSMENTS)
+    (out / "tables" / "smart_contract_vulnerabilities").mkdir(parents=True)  # no files in it
     (out / "alerts").mkdir()
     (out / "alerts" / "alerts.margin.v1.jsonl").write_text(to_json(MARGIN_ALERT) + "\n")
     report = build_warehouse(out)
@@ -262,13 +412,13 @@ def test_every_table_exists_with_its_row_count(warehouse):
     out, report = warehouse
     assert report.tables == {
         "prices": 6,
-        "portfolio_var": 0,
-        "var_backtests": 0,
-        "margin_health": 6,
+        "portfolio_var": 12,
+        "var_backtests": 5,
+        "margin_health": 8,
         "margin_events": 4,
         "suspicious_activities": 4,
         "compliance_screenings": 6,
-        "protocol_risk_assessments": 0,
+        "protocol_risk_assessments": 4,
         "smart_contract_vulnerabilities": 0,
         "dead_letter": 5,
         "alerts_margin": 1,
@@ -277,7 +427,7 @@ def test_every_table_exists_with_its_row_count(warehouse):
     }
     assert (out / "warehouse.duckdb").exists()
     assert not list(out.glob("warehouse.duckdb.*"))  # no build leftovers
-    assert any("portfolio_var" in n and "created empty" in n for n in report.notes)
+    assert any("smart_contract_vulnerabilities" in n and "created empty" in n for n in report.notes)
 
 
 def test_tables_have_the_contract_columns_and_types(warehouse):
@@ -352,11 +502,25 @@ def test_all_views_are_created(warehouse):
         "latest_prices",
         "open_margin_calls",
         "price_status_daily",
+        "protocol_risk_response",
+        "recent_portfolio_exposures",
+        "recent_portfolio_exposures_mv",
         "sanctions_hits_by_list_version",
         "suspicious_activity_summary",
+        "var_backtest_zones",
+        "var_trend",
     ]
     # open_margin_calls reads latest_margin_health, so that one is created first.
     assert report.views.index("latest_margin_health") < report.views.index("open_margin_calls")
+    assert report.views.index("recent_portfolio_exposures_mv") < report.views.index(
+        "recent_portfolio_exposures"
+    )
+    assert (
+        report.notes.count(
+            "materialized view recent_portfolio_exposures_mv created as a plain view in DuckDB"
+        )
+        == 1
+    )
 
 
 def test_latest_prices(warehouse):
@@ -600,6 +764,426 @@ def test_sanctions_hits_by_list_version(warehouse):
             "last_screened_at": ts("2025-11-21 10:00:00"),
         },
     ]
+
+
+def test_recent_portfolio_exposures_mv_sums_per_account_and_hour(warehouse):
+    out, _ = warehouse
+    rows = query(out, "SELECT * FROM risk.recent_portfolio_exposures_mv ORDER BY account_id, hour")
+    assert list(rows[0]) == [
+        "account_id",
+        "hour",
+        "n_updates",
+        "sum_collateral_usd",
+        "sum_borrow_usd",
+        "min_collateral_usd",
+        "max_collateral_usd",
+        "max_borrow_usd",
+        "min_health_score",
+        "n_margin_call",
+        "n_liquidation",
+        "first_event_ts",
+        "last_event_ts",
+    ]
+    D = Decimal
+    assert [tuple(r.values()) for r in rows] == [
+        # acct-a 09:30 alone in its hour; 10:00 (250/100) and 10:05 (125/100, margin call).
+        (
+            "acct-a",
+            ts("2025-01-01 09:00:00"),
+            1,
+            D("300"),
+            D("100"),
+            D("300"),
+            D("300"),
+            D("100"),
+            D("200"),
+            0,
+            0,
+            ts("2025-01-01 09:30:00"),
+            ts("2025-01-01 09:30:00"),
+        ),
+        (
+            "acct-a",
+            ts("2025-01-01 10:00:00"),
+            2,
+            D("375"),
+            D("200"),
+            D("125"),
+            D("250"),
+            D("100"),
+            D("25"),
+            1,
+            0,
+            ts("2025-01-01 10:00:00"),
+            ts("2025-01-01 10:05:00"),
+        ),
+        # 23:59:59 belongs to the 23:00 hour of 2024-12-31, not to 2025-01-01.
+        (
+            "acct-b",
+            ts("2024-12-31 23:00:00"),
+            1,
+            D("200"),
+            D("100"),
+            D("200"),
+            D("200"),
+            D("100"),
+            D("100"),
+            0,
+            0,
+            ts("2024-12-31 23:59:59"),
+            ts("2024-12-31 23:59:59"),
+        ),
+        # 110/100 (liquidation) and 140/100 (healthy).
+        (
+            "acct-b",
+            ts("2025-01-01 10:00:00"),
+            2,
+            D("250"),
+            D("200"),
+            D("110"),
+            D("140"),
+            D("100"),
+            D("10"),
+            0,
+            1,
+            ts("2025-01-01 10:00:00"),
+            ts("2025-01-01 10:10:00"),
+        ),
+        (
+            "acct-c",
+            ts("2025-01-01 10:00:00"),
+            1,
+            D("112.5"),
+            D("100"),
+            D("112.5"),
+            D("112.5"),
+            D("100"),
+            D("12.5"),
+            0,
+            1,
+            ts("2025-01-01 10:02:00"),
+            ts("2025-01-01 10:02:00"),
+        ),
+        # No debt: borrow sums to 0 and the health score is NULL.
+        (
+            "acct-d",
+            ts("2025-01-01 10:00:00"),
+            1,
+            D("50"),
+            D("0"),
+            D("50"),
+            D("50"),
+            D("0"),
+            None,
+            0,
+            0,
+            ts("2025-01-01 10:03:00"),
+            ts("2025-01-01 10:03:00"),
+        ),
+    ]
+    # Sums and counts add up across hours: acct-a's average collateral over both hours.
+    (a,) = query(
+        out,
+        "SELECT SUM(sum_collateral_usd) / SUM(n_updates) AS avg_collateral "
+        "FROM risk.recent_portfolio_exposures_mv WHERE account_id = 'acct-a'",
+    )
+    assert float(a["avg_collateral"]) == pytest.approx((300 + 250 + 125) / 3)
+    # The fixture's data is from 2025: nothing is in the last 24 hours.
+    assert query(out, "SELECT * FROM risk.recent_portfolio_exposures") == []
+
+
+def test_recent_portfolio_exposures_mv_obeys_incremental_rules():
+    # BigQuery refreshes a materialized view incrementally only within these rules (sql/README.md).
+    path = SQL_DIR / "views" / "risk" / "recent_portfolio_exposures_mv.sql"
+    statement = sqlglot.parse_one(path.read_text(), read="bigquery")
+    properties = statement.args["properties"].expressions
+    assert any(isinstance(p, sqlglot.exp.MaterializedProperty) for p in properties)
+    options = {
+        p.name: p.args["value"].sql("bigquery")
+        for p in properties
+        if type(p) is sqlglot.exp.Property
+    }
+    assert options == {"enable_refresh": "TRUE", "refresh_interval_minutes": "1"}
+    select = statement.expression
+    assert isinstance(select, sqlglot.exp.Select)
+    (table,) = list(select.find_all(sqlglot.exp.Table))
+    assert (table.db, table.name) == ("risk", "margin_health")
+    for forbidden in (
+        sqlglot.exp.Join,
+        sqlglot.exp.Subquery,
+        sqlglot.exp.Union,
+        sqlglot.exp.Window,
+        sqlglot.exp.CurrentTimestamp,
+        sqlglot.exp.CurrentDate,
+        sqlglot.exp.CurrentDatetime,
+        sqlglot.exp.CurrentTime,
+        sqlglot.exp.Rand,
+    ):
+        assert not list(select.find_all(forbidden)), forbidden.__name__
+    assert select.args.get("qualify") is None  # a deterministic WHERE would be allowed
+    supported = (
+        sqlglot.exp.Count,
+        sqlglot.exp.CountIf,
+        sqlglot.exp.Sum,
+        sqlglot.exp.Min,
+        sqlglot.exp.Max,
+        sqlglot.exp.Avg,
+        sqlglot.exp.ApproxDistinct,
+    )
+    aggregates = list(select.find_all(sqlglot.exp.AggFunc))
+    assert aggregates and all(isinstance(a, supported) for a in aggregates)
+    assert select.args.get("group") is not None
+    # Partitioned by DATE(hour), hour = TIMESTAMP_TRUNC of the base table's partitioning column.
+    (partition,) = [p for p in properties if isinstance(p, sqlglot.exp.PartitionedByProperty)]
+    assert partition.this.sql("bigquery") == "DATE(hour)"
+    (hour,) = [e for e in select.expressions if e.alias_or_name == "hour"]
+    assert (
+        hour.this.sql("bigquery")
+        == f"TIMESTAMP_TRUNC({TABLES['margin_health'].event_time_field}, HOUR)"
+    )
+    assert "hour" in [g.name for g in select.args["group"].expressions]
+
+
+def test_recent_portfolio_exposures_keeps_the_last_24_hours(tmp_path):
+    # The window is relative to now, so the rows are too. Hours are whole UTC hours.
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+
+    def at(account, when, collateral):
+        return MarginHealthRow(
+            row_id=deterministic_id(account, when),
+            account_id=account,
+            event_ts=when,
+            trigger="snapshot",
+            collateral_usd=d(collateral),
+            borrow_usd=d("100"),
+            health_score=d(collateral) - 100,
+            zone="healthy",
+            price_status="ok",
+        )
+
+    write_parquet(
+        tmp_path,
+        "margin_health",
+        [
+            at("acct-x", now, "300"),  # the current hour: kept
+            at("acct-x", now - timedelta(hours=22), "250"),  # kept
+            at("acct-x", now - timedelta(hours=25), "400"),  # dropped
+            at("acct-y", now - timedelta(hours=48), "500"),  # dropped
+            at("acct-y", hour - timedelta(hours=23), "200"),  # first kept hour
+            at("acct-y", hour - timedelta(hours=23, seconds=1), "210"),  # the hour before: dropped
+        ],
+    )
+    build_warehouse(tmp_path)
+    rows = query(
+        tmp_path, "SELECT * FROM risk.recent_portfolio_exposures ORDER BY account_id, hour"
+    )
+    still_same_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) == hour
+    got = [(r["account_id"], r["hour"], r["n_updates"], r["sum_collateral_usd"]) for r in rows]
+    expected = [
+        ("acct-x", hour - timedelta(hours=22), 1, Decimal("250")),
+        ("acct-x", hour, 1, Decimal("300")),
+        ("acct-y", hour - timedelta(hours=23), 1, Decimal("200")),
+    ]
+    if still_same_hour:
+        assert got == expected
+    else:  # the hour turned during the test: only the rows far from the edge are certain
+        assert expected[:2] == [g for g in got if g[0] == "acct-x"]
+    # The materialized view keeps every hour; only the plain view filters.
+    assert query(tmp_path, "SELECT COUNT(*) AS n FROM risk.recent_portfolio_exposures_mv") == [
+        {"n": 6}
+    ]
+
+
+def test_var_trend(warehouse):
+    out, _ = warehouse
+    rows = query(out, "SELECT * FROM risk.var_trend ORDER BY account_id, method, level, var_date")
+    assert list(rows[0]) == [
+        "account_id",
+        "method",
+        "level",
+        "horizon_days",
+        "var_date",
+        "as_of",
+        "portfolio_value_usd",
+        "var_usd",
+        "es_usd",
+        "previous_var_date",
+        "previous_var_usd",
+        "previous_es_usd",
+        "var_change_usd",
+        "es_change_usd",
+        "var_change_pct",
+        "var_id",
+    ]
+    for r in rows:
+        assert r.pop("horizon_days") == 1 and r.pop("portfolio_value_usd") == Decimal("1000")
+        pct = r.pop("var_change_pct")
+        r["var_change_pct"] = None if pct is None else round(pct, 9)
+    by_id = {v.var_id: v for v in PORTFOLIO_VAR}
+    assert all(by_id[r.pop("var_id")].as_of == r["as_of"] for r in rows)
+    D = Decimal
+    got = [tuple(r.values()) for r in rows]
+    assert got == [
+        # (account, method, level, day, as_of of the day's latest VaR, VaR, ES,
+        #  previous day, its VaR, its ES, VaR change, ES change, VaR change in %)
+        ("acct-a", "historical", 0.95, date(2025, 1, 2), ts("2025-01-02 12:00:00"),
+         D("60"), D("80"), None, None, None, None, None, None),
+        # 23:00 is the day's latest, not 10:00.
+        ("acct-a", "historical", 0.99, date(2025, 1, 1), ts("2025-01-01 23:00:00"),
+         D("120"), D("150"), None, None, None, None, None, None),
+        # 12:00 (150) is the latest of 2025-01-02 even though 01:00 (90) was written after it:
+        # 150 - 120 = +30 (+25 %), ES 180 - 150 = +30.
+        ("acct-a", "historical", 0.99, date(2025, 1, 2), ts("2025-01-02 12:00:00"),
+         D("150"), D("180"), date(2025, 1, 1), D("120"), D("150"), D("30"), D("30"), 25.0),
+        # No VaR on 2025-01-03: compared with 2025-01-02. 135 - 150 = -15 (-10 %), 170 - 180.
+        ("acct-a", "historical", 0.99, date(2025, 1, 4), ts("2025-01-04 09:00:00"),
+         D("135"), D("170"), date(2025, 1, 2), D("150"), D("180"), D("-15"), D("-10"), -10.0),
+        ("acct-a", "parametric", 0.99, date(2025, 1, 1), ts("2025-01-01 12:00:00"),
+         D("80"), D("92.5"), None, None, None, None, None, None),
+        ("acct-a", "parametric", 0.99, date(2025, 1, 2), ts("2025-01-02 12:00:00"),
+         D("80"), D("95"), date(2025, 1, 1), D("80"), D("92.5"), D("0"), D("2.5"), 0.0),
+        # Two seconds apart across midnight UTC: two days. 0.75 / 10.5 = 7.142857142857 %.
+        ("acct-b", "historical", 0.99, date(2024, 12, 31), ts("2024-12-31 23:59:59"),
+         D("10.5"), D("12"), None, None, None, None, None, None),
+        ("acct-b", "historical", 0.99, date(2025, 1, 1), ts("2025-01-01 00:00:01"),
+         D("11.25"), D("13"), date(2024, 12, 31), D("10.5"), D("12"), D("0.75"), D("1"),
+         round(0.75 / 10.5 * 100, 9)),
+        ("acct-c", "parametric", 0.99, date(2025, 1, 1), ts("2025-01-01 12:00:00"),
+         D("0"), D("0"), None, None, None, None, None, None),
+        # The previous VaR is 0: +5 USD, no percentage.
+        ("acct-c", "parametric", 0.99, date(2025, 1, 2), ts("2025-01-02 12:00:00"),
+         D("5"), D("6"), date(2025, 1, 1), D("0"), D("0"), D("5"), D("6"), None),
+    ]  # fmt: skip
+
+
+def test_var_backtest_zones(warehouse):
+    out, _ = warehouse
+    rows = query(out, "SELECT * FROM risk.var_backtest_zones ORDER BY subject, method, level")
+    assert list(rows[0]) == [
+        "subject",
+        "method",
+        "level",
+        "as_of",
+        "traffic_light",
+        "previous_traffic_light",
+        "previous_as_of",
+        "n_backtests",
+        "n_obs",
+        "exceptions",
+        "expected_exceptions",
+        "exception_rate",
+        "kupiec_lr",
+        "kupiec_pvalue",
+        "kupiec_rejected_5pct",
+        "christoffersen_lr_ind",
+        "christoffersen_ind_rejected_5pct",
+        "christoffersen_lr_cc",
+        "christoffersen_cc_pvalue",
+        "backtest_id",
+    ]
+    approx = ("expected_exceptions", "exception_rate", "christoffersen_cc_pvalue")
+    for r in rows:
+        for column in approx:
+            r[column] = None if r[column] is None else pytest.approx(r[column])
+    assert [r["backtest_id"] for r in rows] == [
+        VAR_BACKTESTS[3].backtest_id,
+        VAR_BACKTESTS[1].backtest_id,
+        VAR_BACKTESTS[2].backtest_id,
+        VAR_BACKTESTS[4].backtest_id,
+    ]
+    got = [tuple(v for k, v in r.items() if k != "backtest_id") for r in rows]
+    assert got == [
+        # Same subject and method at 95 %: a series of its own (250 * 0.05 = 12.5 expected).
+        ("BTC", "historical", 0.95, ts("2025-01-01 00:00:00"), "green", None, None, 1,
+         250, 14, 12.5, 14 / 250, 0.3, 0.6, False, 1.0, False, 1.3, math.exp(-0.65)),
+        # The latest of two: green -> yellow. LR_ind 4.5 > 3.84 rejects independence;
+        # LR_cc = 2 ln 4 has p-value exactly 0.25. 251 * 0.01 = 2.51 expected.
+        ("BTC", "historical", 0.99, ts("2025-01-02 00:00:00"), "yellow", "green",
+         ts("2025-01-01 00:00:00"), 2, 251, 6, 2.51, 6 / 251, 3.2, 0.07, False, 4.5, True,
+         LR_CC_QUARTER, 0.25),
+        # No Christoffersen statistics: NULL flag and p-value; Kupiec p 0.0001 rejects.
+        ("BTC", "parametric", 0.99, ts("2025-01-02 00:00:00"), "red", None, None, 1,
+         250, 12, 2.5, 12 / 250, 15.0, 0.0001, True, None, None, None, None),
+        # No zone stored: NULL, not recomputed. 40 days at 97.5 % expect 1 exception; LR_cc 0
+        # gives p-value 1.
+        ("acct-a", "historical", 0.975, ts("2025-01-02 00:00:00"), None, None, None, 1,
+         40, 1, 1.0, 1 / 40, 0.0, 1.0, False, 0.0, False, 0.0, 1.0),
+    ]  # fmt: skip
+
+
+def test_protocol_risk_response(warehouse):
+    out, _ = warehouse
+    rows = query(out, "SELECT * FROM risk.protocol_risk_response ORDER BY protocol_name, chain_id")
+    assert rows == [
+        # The 2025-01-02 assessment replaces the 2025-01-01 one; factors keep their order.
+        {
+            "protocol_name": "Aave V3",
+            "chain_id": "eip155:1",
+            "overall_risk_score": 45.5,
+            "risk_level": "medium",
+            "risk_factors": [
+                {
+                    "factor": "exploit_history",
+                    "score": 70.0,
+                    "weight": 0.4,
+                    "details": "2023 incident",
+                },
+                {"factor": "audit", "score": 20.0, "weight": 0.3, "details": None},
+                {
+                    "factor": "tvl_concentration",
+                    "score": 30.0,
+                    "weight": 0.3,
+                    "details": "top 10 wallets hold 40 %",
+                },
+            ],
+            "tvl_usd": Decimal("2500000.123456789"),
+            "assessed_at": ts("2025-01-02 00:00:00"),
+            "methodology_version": "v2",
+        },
+        # Same protocol on another chain: its own row; no factors is an empty array.
+        {
+            "protocol_name": "Aave V3",
+            "chain_id": "eip155:137",
+            "overall_risk_score": 80.0,
+            "risk_level": "critical",
+            "risk_factors": [],
+            "tvl_usd": None,
+            "assessed_at": ts("2025-01-01 12:00:00"),
+            "methodology_version": "v2",
+        },
+        {
+            "protocol_name": "Curve",
+            "chain_id": "eip155:1",
+            "overall_risk_score": 10.0,
+            "risk_level": "low",
+            "risk_factors": [
+                {"factor": "audit", "score": 10.0, "weight": 1.0, "details": "verified"}
+            ],
+            "tvl_usd": Decimal("5"),
+            "assessed_at": ts("2025-01-02 00:00:00"),
+            "methodology_version": "v2",
+        },
+    ]
+    # The STRUCT fields are addressable by name, as in BigQuery.
+    assert query(
+        out,
+        "SELECT f.factor, f.weight FROM risk.protocol_risk_response AS r, UNNEST(r.risk_factors) AS f "
+        "WHERE r.chain_id = 'eip155:1' AND r.protocol_name = 'Aave V3' ORDER BY f.weight DESC, f.factor",
+    ) == [
+        {"factor": "exploit_history", "weight": 0.4},
+        {"factor": "audit", "weight": 0.3},
+        {"factor": "tvl_concentration", "weight": 0.3},
+    ]
+
+
+def test_dead_letters_by_reason_already_groups_by_stage(warehouse):
+    # No separate dead_letters_by_reason_and_stage view: this one groups by source, stage, reason.
+    statement = sqlglot.parse_one(
+        (SQL_DIR / "views" / "ops" / "dead_letters_by_reason.sql").read_text(), read="bigquery"
+    )
+    group = statement.expression.args["group"].expressions
+    assert [g.name for g in group] == ["source", "stage", "error_reason"]
 
 
 def test_views_run_on_empty_tables(tmp_path):
