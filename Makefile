@@ -3,12 +3,15 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov (tests/test_infra.py) pins its own dependencies, so it gets its own venv, apart from Beam's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 OUT ?= out/demo
 DAYS ?= 7
 ACCOUNTS ?= 200
 SEED ?= 7
 
-.PHONY: demo test bench lint schemas clean venv
+.PHONY: demo test bench lint schemas clean venv $(CHECKOV_VENV)
 
 venv: $(STAMP)
 
@@ -18,10 +21,19 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(CHECKOV_VENV): $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PY) -m venv $(CHECKOV_VENV) || python3 -m venv $(CHECKOV_VENV)
+	@echo '*' > $(CHECKOV_VENV)/.gitignore
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==3.3.30'
+	@touch $(CHECKOV_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/defi-risk demo --out $(OUT) --days $(DAYS) --accounts $(ACCOUNTS) --seed $(SEED)
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
