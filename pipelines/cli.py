@@ -543,6 +543,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     add_sanctions_arguments(sn)
 
+    dp = sub.add_parser(
+        "deploy", help="Build and launch (or update, or drain) the Dataflow flex template."
+    )
+    from runners.deploy import add_deploy_arguments
+
+    add_deploy_arguments(dp)
+
     po = sub.add_parser("policy", help="Validate a compliance policy file.")
     from pipelines.compliance_report import add_policy_arguments
 
