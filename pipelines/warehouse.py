@@ -239,6 +239,10 @@ def _rewrite(query: exp.Expression, origin: str) -> None:
             )
         target = parent if isinstance(parent, exp.IgnoreNulls) else node  # the default anyway
         target.replace(_approx_quantiles(node, origin))
+    # BigQuery's COUNTIF is INT64; DuckDB's count_if is HUGEINT (it reaches Python as Decimal).
+    for node in list(query.find_all(exp.CountIf)):
+        if not isinstance(node.parent, exp.Cast):
+            node.replace(exp.cast(node.copy(), "BIGINT"))
     for dtype in query.find_all(exp.DataType):
         if dtype.this == exp.DataType.Type.BIGDECIMAL:
             raise WarehouseError(

@@ -161,6 +161,7 @@ def test_layout():
     for env in ENVS:
         assert (TF_ROOT / "envs" / env / "versions.tf").is_file()
     assert (MODULES / "bigquery_risk" / "materialized_views.tf").is_file()
+    assert (MODULES / "bigquery_risk" / "views.tf").is_file()
 
 
 @pytest.mark.parametrize("path", TF_FILES, ids=lambda p: str(p.relative_to(TF_ROOT)))
@@ -185,7 +186,7 @@ def table_schema_files() -> dict[str, Path]:
     found = {}
     tables = locals_of(BQ).get("tables", {})
     for (_, name), body in resources(BQ, "google_bigquery_table").items():
-        if "materialized_view" in body:
+        if "materialized_view" in body or "view" in body:
             continue
         args = file_arguments(body["schema"])
         assert len(args) == 1, f"google_bigquery_table.{name} must read its schema with file()"
@@ -291,6 +292,214 @@ def test_materialized_view_query_is_the_select_of_the_sql_file():
     if re.search(r"(?i)PARTITION\s+BY", header):
         (partition_re,) = hcl_regexes(locs["recent_portfolio_exposures_partition"])
         assert re.search(partition_re, header), "PARTITION BY of the view is not read"
+
+
+# ------------------------------------------------------------------------------ plain views
+VIEWS_DIR = ROOT / "sql" / "views"
+VIEW_RESOURCES = ("view", "view_on_view")
+
+
+def hcl_call_patterns(expr: str, function: str) -> list[str]:
+    """The first (string literal) argument of every ``function("...", ...)`` call, unescaped."""
+    found = re.findall(rf'\b{function}\("((?:[^"\\]|\\.)*)"', expr)
+    return [p.replace("\\\\", "\\") for p in found]
+
+
+@cache
+def views_tf_selection() -> dict[str, dict]:
+    """views.tf's local.views evaluated in Python: stem -> {path, name, query, reads}.
+
+    Every pattern (fileset glob, comment strip, materialized-view exclusion, name/query regex,
+    references regex) is read from the .tf, so the evaluation follows the file; the structure
+    around them (which result is the key, which group the name, the trailing-`;` trim) is asserted
+    on the expression text.
+    """
+    locs = locals_of(BQ)
+    views_dir = resolve_path(locs["views_dir"], BQ)
+    assert views_dir == VIEWS_DIR.resolve()
+    view_sql = locs["view_sql"]
+    (glob,) = re.findall(r'fileset\(local\.views_dir, "([^"]+)"\)', view_sql)
+    assert 'file("${local.views_dir}/${f}")' in view_sql
+    strips = hcl_regexes(view_sql)
+    assert len(strips) == 1, "views.tf must drop the -- comments with one replace(..., /re/, ...)"
+    (strip,) = strips
+    assert strip.startswith("/") and strip.endswith("/"), strip
+    views = locs["views"]
+    assert 'for f, sql in local.view_sql : trimsuffix(basename(f), ".sql") =>' in views
+    query_res = hcl_call_patterns(views, "regex")
+    assert len(query_res) == 2 and query_res[0] == query_res[1], query_res
+    (exclude,) = hcl_call_patterns(views, "regexall")
+    assert re.search(r"\bif length\(regexall\(\"[^\n]*\", sql\)\) == 0\}\}$", views), views
+    assert re.search(r"name = regex\([^\n]*, sql\)\[0\]", views)
+    assert re.search(r"trimsuffix\(trimspace\(regex\([^\n]*, sql\)\[1\]\), \";\"\)", views)
+    (reads_re,) = hcl_call_patterns(locs["view_reads"], "regexall")
+    assert "view.query) : ref[0]" in locs["view_reads"]
+
+    selected: dict[str, dict] = {}
+    for path in sorted(VIEWS_DIR.glob(glob)):
+        sql = re.sub(strip[1:-1], "", path.read_text())
+        if re.search(exclude, sql):
+            continue
+        m = re.search(query_res[0], sql)
+        assert m, f"views.tf's regex finds no CREATE VIEW ... AS SELECT in {path}"
+        assert path.stem not in selected, f"two view files named {path.stem}"
+        query = m.group(2).strip().removesuffix(";").strip()
+        selected[path.stem] = {
+            "path": path.relative_to(VIEWS_DIR).as_posix(),
+            "name": m.group(1),
+            "query": query,
+            "reads": set(re.findall(reads_re, query)),
+        }
+    return selected
+
+
+def views_on_views(selection: dict[str, dict]) -> set[str]:
+    """local.views_on_views: the views that read another selected view."""
+    expr = locals_of(BQ)["views_on_views"]
+    assert "if length(setintersection(reads, toset(keys(local.views)))) > 0" in expr
+    return {name for name, view in selection.items() if view["reads"] & set(selection)}
+
+
+def test_every_plain_view_file_has_a_view_resource():
+    from pipelines.warehouse import read_view, view_files
+
+    selection = views_tf_selection()
+    files = view_files(ROOT / "sql")
+    assert {p.resolve() for p in files} == {p.resolve() for p in VIEWS_DIR.rglob("*.sql")}
+    # The files the warehouse (sqlglot) reads as plain views, independently of views.tf's regexes.
+    plain = {p.stem: p for p in files if not read_view(p).materialized}
+    assert set(selection) == set(plain)
+    assert len(plain) == len(files) - 1 and MV_SQL.stem not in selection
+    for stem, view in selection.items():
+        assert VIEWS_DIR / view["path"] == plain[stem]
+        assert view["name"] == f"{DATASET}.{stem}", (stem, view["name"])  # the precondition
+    on_views = views_on_views(selection)
+    assert "open_margin_calls" in on_views  # reads risk.latest_margin_health
+    assert "recent_portfolio_exposures" not in on_views  # reads the materialized view only
+
+    res = resources(BQ, "google_bigquery_table")
+    bodies = {name: res[("google_bigquery_table", name)] for name in VIEW_RESOURCES}
+    assert bodies["view"]["for_each"] == (
+        "${{for name, view in local.views : name => view if !contains(local.views_on_views, name)}}"
+    )
+    assert bodies["view_on_view"]["for_each"] == (
+        "${{for name, view in local.views : name => view if contains(local.views_on_views, name)}}"
+    )
+    instances = {"view": set(selection) - on_views, "view_on_view": on_views}
+    # Two levels only: a view on a view reads no other view on a view (its second precondition).
+    for name in on_views:
+        assert not selection[name]["reads"] & on_views, name
+    for rname, body in bodies.items():
+        assert body["table_id"] == "${each.key}"
+        assert body["dataset_id"] == "${google_bigquery_dataset.risk.dataset_id}"
+        assert body["deletion_protection"] == "${var.deletion_protection}"
+        view = one(body, "view")
+        assert view["query"] == "${each.value.query}"
+        assert hcl_literal(view["use_legacy_sql"]) is False
+        assert "materialized_view" not in body and "schema" not in body
+        depends = set(body["depends_on"])
+        assert {
+            "${google_bigquery_table.table}",
+            "${google_bigquery_table.recent_portfolio_exposures_mv}",
+        } <= depends, rname
+        conditions = [p["condition"] for p in one(body, "lifecycle")["precondition"]]
+        assert '${each.value.name == "${var.dataset_id}.${each.key}"}' in conditions
+        assert instances[rname], f"google_bigquery_table.{rname} creates no view"
+    assert "${google_bigquery_table.view}" in bodies["view_on_view"]["depends_on"]
+    # The tables' deletion protection, and a view is not mistaken for a table.
+    assert res[("google_bigquery_table", "table")]["deletion_protection"] == (
+        "${var.deletion_protection}"
+    )
+    assert "view_ids" in outputs(BQ)
+
+
+def test_every_view_query_extracted_by_views_tf_is_the_files_select():
+    import sqlglot
+    from sqlglot import exp
+
+    selection = views_tf_selection()
+    assert selection
+    for stem, view in selection.items():
+        query = view["query"]
+        assert "--" not in query and not query.rstrip().endswith(";"), stem
+        parsed_query = sqlglot.parse_one(
+            query, read="bigquery", error_level=sqlglot.ErrorLevel.RAISE
+        )
+        assert isinstance(parsed_query, exp.Query), (stem, type(parsed_query))
+        assert re.match(r"(?i)(WITH|SELECT)\b", query), stem
+        # The same query as the CREATE VIEW statement of the file, parsed as a whole.
+        (statement,) = sqlglot.parse(
+            (VIEWS_DIR / view["path"]).read_text(),
+            read="bigquery",
+            error_level=sqlglot.ErrorLevel.RAISE,
+        )
+        assert isinstance(statement, exp.Create) and statement.kind == "VIEW", stem
+        assert statement.expression == parsed_query, stem
+        # What the query reads, by views.tf's regex and by sqlglot, agree.
+        tables = {t.name for t in parsed_query.find_all(exp.Table) if t.db == DATASET}
+        assert view["reads"] == tables, (stem, view["reads"], tables)
+
+
+def test_sqlglot_raise_level_rejects_a_broken_view_query():
+    # The check above means something only if sqlglot raises on a broken query.
+    import sqlglot
+    from sqlglot.errors import ParseError
+
+    with pytest.raises(ParseError):
+        sqlglot.parse_one(
+            "SELECT a FROM risk.t WHERE (", read="bigquery", error_level=sqlglot.ErrorLevel.RAISE
+        )
+
+
+def test_terraform_evaluates_the_views_locals_as_the_test_does(tmp_path):
+    """With a terraform binary on the PATH: its own evaluation of views.tf's locals agrees."""
+    import shutil
+
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary on the PATH; the Python evaluation above stands alone")
+    module = tmp_path / "infra" / "terraform" / "modules" / "bigquery_risk"
+    module.mkdir(parents=True)
+    (tmp_path / "sql").symlink_to(ROOT / "sql", target_is_directory=True)
+    source = (BQ / "views.tf").read_text()
+    only_locals = source[: source.index("\nresource ")]
+    (module / "locals.tf").write_text(
+        only_locals
+        + '\noutput "views" {\n  value = local.views\n}\n'
+        + 'output "views_on_views" {\n  value = local.views_on_views\n}\n'
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TF_IN_AUTOMATION": "1",
+        "HOME": str(tmp_path),
+        "CHECKPOINT_DISABLE": "1",
+    }
+    for cmd in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        done = subprocess.run(
+            [terraform, *cmd, "-no-color"],
+            cwd=module,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run(
+        [terraform, "output", "-json"],
+        cwd=module,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    selection = views_tf_selection()
+    got = out["views"]["value"]
+    assert set(got) == set(selection)
+    for stem, view in selection.items():
+        assert got[stem] == {k: view[k] for k in ("path", "name", "query")}, stem
+    assert set(out["views_on_views"]["value"]) == views_on_views(selection)
 
 
 # ---------------------------------------------------------------------------------- Pub/Sub

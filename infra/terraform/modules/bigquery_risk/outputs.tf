@@ -19,3 +19,11 @@ output "materialized_view_ids" {
     recent_portfolio_exposures_mv = google_bigquery_table.recent_portfolio_exposures_mv.id
   }
 }
+
+output "view_ids" {
+  description = "Plain view name (the stem of its sql/views file) -> full table id."
+  value = merge(
+    { for name, view in google_bigquery_table.view : name => view.id },
+    { for name, view in google_bigquery_table.view_on_view : name => view.id },
+  )
+}
