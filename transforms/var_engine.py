@@ -81,6 +81,7 @@ class VarShardEngine:
     books: dict[str, PositionBook] = field(default_factory=dict)
     closes: dict[str, dict[int, float]] = field(default_factory=dict)
     next_end_us: int | None = None  # end of the first bucket not yet valued
+    emit_columns: bool = False  # backfill: ``advance`` returns VarColumns, not row models
 
     def bucket_end(self, t_us: int) -> int:
         b = self.config.bucket_s * MICROS
@@ -122,7 +123,12 @@ class VarShardEngine:
                 i += 1
             for c in by_end_c.get(end, ()):
                 self._add_close(c)
-            rows.extend(self._value(end))
+            if self.emit_columns:
+                cols = self.value_columns(end)
+                if cols is not None:
+                    rows.append(cols)
+            else:
+                rows.extend(self._value(end))
             end += b
         # settlements stamped before the first valued bucket (late) are still applied in order
         for s in now_s[i:]:
@@ -141,27 +147,68 @@ class VarShardEngine:
                 del history[k]
 
     def _value(self, end: int) -> list[PortfolioVarRow]:
+        cols = self.value_columns(end)
+        return [] if cols is None else rows_of(cols, self.config)
+
+    def value_columns(self, end: int) -> VarColumns | None:
+        """Every open account's VaR and ES at ``end``, for every method, as arrays (None when
+        there is nothing to value). The streaming path turns them into rows (``rows_of``); the
+        backfill writes them as columns, so both compute the same numbers the same way."""
         books = [bk for bk in self.books.values() if not bk.is_closed()]
         if not books:
-            return []
+            return None
         held = sorted({a for bk in books for a in (*bk.collateral, *bk.debt)})
         if any(a not in self.closes or end not in self.closes[a] for a in held):
-            return []  # an asset without a close at this bucket: no valuation (counted upstream)
+            return None  # an asset without a close at this bucket: no valuation (counted upstream)
         common = sorted(set.intersection(*(set(self.closes[a]) for a in held)))
         common = common[-(self.config.window + 1) :]
         if len(common) - 1 < self.config.min_scenarios:
-            return []
+            return None
         levels = np.array([[self.closes[a][k] for a in held] for k in common])
         returns = levels[1:] / levels[:-1] - 1.0
         prices = {a: self.closes[a][end] for a in held}
         exposure = exposure_matrix(books, held, prices)
-        cfg = self.config
-        out = []
-        for method in cfg.methods:
-            var, es = _var_es(method, returns, exposure, cfg)
-            for bk, e, v, x in zip(books, exposure, var, es, strict=True):
-                out.append(_row(bk.account_id, end, method, cfg, e, v, x, returns.shape[0], common))
-        return out
+        results = {m: _var_es(m, returns, exposure, self.config) for m in self.config.methods}
+        return VarColumns(
+            end_us=end,
+            window_start_us=common[1],
+            accounts=[bk.account_id for bk in books],
+            exposure=exposure,
+            n_scenarios=returns.shape[0],
+            results=results,
+        )
+
+
+@dataclass(frozen=True)
+class VarColumns:
+    """One bucket's valuation of a shard: per method, VaR and ES per account (in book order)."""
+
+    end_us: int
+    window_start_us: int
+    accounts: list[str]
+    exposure: np.ndarray  # accounts x held assets, USD
+    n_scenarios: int
+    results: dict[str, tuple[np.ndarray, np.ndarray]]  # method -> (var, es)
+
+
+def rows_of(cols: VarColumns, cfg: VarConfig) -> list[PortfolioVarRow]:
+    out = []
+    for method, (var, es) in cols.results.items():
+        for account, e, v, x in zip(cols.accounts, cols.exposure, var, es, strict=True):
+            out.append(
+                _row(
+                    account,
+                    cols.end_us,
+                    method,
+                    cfg,
+                    e,
+                    v,
+                    x,
+                    cols.n_scenarios,
+                    cols.window_start_us,
+                )  # fmt: skip
+            )
+    return out
 
 
 def _var_es(
@@ -190,10 +237,14 @@ def _var_es(
     return np.atleast_1d(var), np.atleast_1d(es)
 
 
-def _row(account, end, method, cfg, exposure, var, es, n, common) -> PortfolioVarRow:
+def var_id(account: str, end_us: int, method: str, cfg: VarConfig) -> str:
+    return deterministic_id("portfolio_var", account, end_us, method, cfg.level, cfg.horizon_days)
+
+
+def _row(account, end, method, cfg, exposure, var, es, n, window_start_us) -> PortfolioVarRow:
     as_of = _dt(end)
     return PortfolioVarRow(
-        var_id=deterministic_id("portfolio_var", account, end, method, cfg.level, cfg.horizon_days),
+        var_id=var_id(account, end, method, cfg),
         account_id=account,
         as_of=as_of,
         method=method,
@@ -204,7 +255,7 @@ def _row(account, end, method, cfg, exposure, var, es, n, common) -> PortfolioVa
         es_usd=Decimal(repr(round(float(es), 6))),
         n_scenarios=n,
         n_positions=int(np.count_nonzero(exposure)),
-        window_start=_dt(common[1]),
+        window_start=_dt(window_start_us),
         window_end=as_of,
     )
 

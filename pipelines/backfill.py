@@ -1,0 +1,434 @@
+"""``defi-risk backfill``: years of history through the streaming path's rules, a day at a time.
+
+    defi-risk generate --history --out data/history --start 2024-01-01 --days 730 --assets 20 \\
+        --accounts 10000
+    defi-risk backfill --start 2024-01-01 --end 2025-12-31 --input data/history --output out/bf
+
+Input: the day-partitioned Parquet of ``defi-risk generate --history`` (or the same layout on
+GCS): ``<topic>/date=YYYY-MM-DD/part-*.parquet`` for ``market.prices.v1`` and ``settlements.v1``,
+and ``feeds.toml`` (the feed registry of its assets; ``--feed-registry`` overrides it).
+
+Output, per table and day: ``OUTPUT/<table>/date=YYYY-MM-DD/part-00000.parquet`` (``prices``,
+``portfolio_var``, ``dead_letter``), each replaced atomically (written to a temporary name, then
+``os.replace``): re-running a day replaces it, never duplicates it.
+
+How it runs: days are processed in chunks (``--chunk-days``) of consecutive days, one Beam
+pipeline per chunk on the local runner (``--workers`` processes):
+1. ``ComposeDays``: each day element reads its price partition (and the previous day's, for the
+   composite's carry-over state), applies the validation and composite rules on arrays
+   (``transforms.backfill_batches.compose_day``), writes the day's ``prices`` and emits its
+   closes and dead letters;
+2. ``ComputeVaR``: each shard of accounts (``shard_of(account)``, as the streaming ``ComputeVaR``
+   keys them) advances ``VarShardEngine`` day by day with that day's settlements and the closes,
+   taking its results as columns; the state at the end of the chunk is saved, so the next chunk
+   (or a resumed run) continues from it;
+3. ``WriteVarDays``: the shards' rows of each day are gathered and written as one partition.
+When a chunk's pipeline has finished, each of its days gets a marker
+``OUTPUT/_backfill/days/<day>.json`` (row counts, the configuration fingerprint). A rerun skips
+marked days with the same fingerprint, so a killed run resumes at the first unmarked day; a run
+with another configuration (another VaR window, say) recomputes everything it covers.
+
+Days before ``--start`` that the input holds are replayed without being written: positions need
+every settlement since the first, and VaR needs the window of closes before the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from runners.direct import local_pipeline_options
+from transforms.var import shard_of
+from transforms.var_engine import VarConfig, VarShardEngine
+
+LOG = logging.getLogger(__name__)
+PRICES, SETTLEMENTS = "market.prices.v1", "settlements.v1"
+TABLES = ("prices", "portfolio_var", "dead_letter")
+STATE_DIR = "_backfill"
+
+
+class BackfillError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    start: date
+    end: date
+    input_dir: str
+    output_dir: str
+    feed_registry: str | None = None
+    workers: int = 2
+    chunk_days: int = 61
+    var_shards: int = 4
+    var_methods: tuple[str, ...] = ("historical", "parametric")
+    var_level: float = 0.99
+    es_level: float = 0.975
+    var_window: int = 250
+    var_min_scenarios: int = 30
+    window_s: int = 60
+    min_sources: int = 2
+    force: bool = False
+
+    def var_config(self) -> VarConfig:
+        return VarConfig(
+            methods=self.var_methods,
+            level=self.var_level,
+            es_level=self.es_level,
+            horizon_days=1,
+            window=self.var_window,
+            min_scenarios=self.var_min_scenarios,
+            bucket_s=86_400,
+        )
+
+    def fingerprint(self) -> str:
+        """What the numbers depend on (not where they go, nor how many workers)."""
+        keys = ("var_shards", "var_methods", "var_level", "es_level", "var_window",
+                "var_min_scenarios", "window_s", "min_sources")  # fmt: skip
+        data = {k: getattr(self, k) for k in keys}
+        data["registry"] = hashlib.sha256(Path(self.registry_path()).read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def registry_path(self) -> str:
+        if self.feed_registry:
+            return self.feed_registry
+        own = Path(self.input_dir) / "feeds.toml"
+        if own.exists():
+            return str(own)
+        from transforms.oracles import DEFAULT_REGISTRY
+
+        return str(DEFAULT_REGISTRY)
+
+
+# ------------------------------------------------------------------------------------ files
+def partition(root: str | Path, table: str, day: date) -> Path:
+    return Path(root) / table / f"date={day.isoformat()}"
+
+
+def input_days(input_dir: str | Path) -> list[date]:
+    root = Path(input_dir) / PRICES
+    if not root.is_dir():
+        raise BackfillError(
+            f"no {PRICES}/date=YYYY-MM-DD/ partitions under {input_dir} (write them with "
+            "`defi-risk generate --history`)"
+        )
+    return sorted(date.fromisoformat(p.name.removeprefix("date=")) for p in root.glob("date=*"))
+
+
+def read_day(input_dir: str | Path, topic: str, day: date) -> pa.Table | None:
+    folder = partition(input_dir, topic, day)
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def write_atomic(table: pa.Table, root: str | Path, name: str, day: date) -> Path:
+    """Writes one table-day as its single part file; an existing one is replaced atomically."""
+    folder = partition(root, name, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / "part-00000.parquet"
+    tmp = folder / f".part-00000.parquet.{os.getpid()}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, final)
+    return final
+
+
+def marker_path(output_dir: str | Path, day: date) -> Path:
+    return Path(output_dir) / STATE_DIR / "days" / f"{day.isoformat()}.json"
+
+
+def done_days(output_dir: str | Path, fingerprint: str) -> set[date]:
+    folder = Path(output_dir) / STATE_DIR / "days"
+    out = set()
+    for p in folder.glob("*.json"):
+        with_fp = json.loads(p.read_text())
+        if with_fp.get("fingerprint") == fingerprint:
+            out.add(date.fromisoformat(p.stem))
+    return out
+
+
+def state_path(output_dir: str | Path, day: date, shard: int) -> Path:
+    return Path(output_dir) / STATE_DIR / "state" / day.isoformat() / f"var-shard-{shard}.pkl"
+
+
+# ------------------------------------------------------------------------------------ DoFns
+class ComposeDayFn(beam.DoFn):
+    """A day of price updates -> its prices partition (when in range), closes, dead letters."""
+
+    def __init__(self, cfg: BackfillConfig, write_from: date):
+        self.cfg, self.write_from = cfg, write_from
+
+    def setup(self):
+        from transforms.oracles import load_registry
+
+        self.registry = load_registry(self.cfg.registry_path())
+
+    def process(self, day: date):
+        from transforms.backfill_batches import compose_day
+
+        today = read_day(self.cfg.input_dir, PRICES, day)
+        if today is None:
+            raise BackfillError(f"no price partition for {day} under {self.cfg.input_dir}")
+        yesterday = read_day(self.cfg.input_dir, PRICES, day - timedelta(days=1))
+        rows, closes, dead = compose_day(
+            today, yesterday, day, self.registry, self.cfg.window_s, None, self.cfg.min_sources
+        )
+        beam.metrics.Metrics.counter("backfill", "price_updates").inc(today.num_rows)
+        if day >= self.write_from:
+            write_atomic(rows, self.cfg.output_dir, "prices", day)
+            yield beam.pvalue.TaggedOutput("dead", (day.isoformat(), dead))
+        yield day.isoformat(), closes
+
+
+class VarShardDaysFn(beam.DoFn):
+    """One shard of accounts through the chunk's days: VaR columns per day, state saved."""
+
+    def __init__(self, cfg: BackfillConfig, days: list[date], resume_from: date | None):
+        self.cfg, self.days, self.resume_from = cfg, days, resume_from
+
+    def process(self, shard: int, closes: dict):
+        from transforms.backfill_batches import settlements_of, var_day, var_table
+
+        cfg = self.cfg
+        engine = None
+        if self.resume_from is not None:
+            path = state_path(cfg.output_dir, self.resume_from, shard)
+            if path.exists():
+                engine = pickle.loads(path.read_bytes())
+        if engine is None:
+            engine = VarShardEngine(cfg.var_config())
+        for day in self.days:
+            table = read_day(cfg.input_dir, SETTLEMENTS, day)
+            settlements = []
+            if table is not None and table.num_rows:
+                keep = [
+                    shard_of(a, cfg.var_shards) == shard for a in table["account_id"].to_pylist()
+                ]
+                settlements = settlements_of(table.filter(pa.array(keep)))
+                beam.metrics.Metrics.counter("backfill", "settlements").inc(len(settlements))
+            cols, rejected = var_day(engine, settlements, closes.get(day.isoformat(), {}), day)
+            beam.metrics.Metrics.counter("backfill", "refused_settlements").inc(len(rejected))
+            if day >= cfg.start:
+                yield day.isoformat(), var_table(cols, cfg.var_config())
+        out = state_path(cfg.output_dir, self.days[-1], shard)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, out)
+
+
+class WriteDayFn(beam.DoFn):
+    def __init__(self, output_dir: str, table: str, sort_by: tuple[str, ...]):
+        self.output_dir, self.table, self.sort_by = output_dir, table, sort_by
+
+    def process(self, element):
+        day, parts = date.fromisoformat(element[0]), element[1]
+        table = pa.concat_tables(list(parts))
+        if table.num_rows:
+            table = table.sort_by([(c, "ascending") for c in self.sort_by])
+        write_atomic(table, self.output_dir, self.table, day)
+        yield day, self.table, table.num_rows
+
+
+def dead_letter_table(day: date, dead: list[dict]):
+    from datetime import UTC, datetime
+
+    from transforms.backfill_batches import DEAD_LETTER_SCHEMA
+    from transforms.dead_letter import make_dead_letter
+
+    rows = []
+    for d in dead:
+        row = make_dead_letter(
+            source=PRICES,
+            stage=d["stage"],
+            reason=d["reason"],
+            error=d["error"],
+            raw=d.get("raw") or json.dumps({"event_id": d["event_id"]}),
+            event_time=datetime.fromtimestamp(d["event_time_us"] / 1e6, tz=UTC),
+        )
+        rows.append(row.model_dump())
+    return pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
+
+
+class WriteDeadLettersFn(beam.DoFn):
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def process(self, element):
+        day, dead = date.fromisoformat(element[0]), element[1]
+        table = dead_letter_table(day, dead)
+        write_atomic(table, self.output_dir, "dead_letter", day)
+        yield day, "dead_letter", table.num_rows
+
+
+# ------------------------------------------------------------------------------------ driver
+@dataclass
+class Progress:
+    total_days: int
+    done_days: int = 0
+    events: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = self.events / elapsed if elapsed else 0.0
+        left = self.total_days - self.done_days
+        eta = elapsed / self.done_days * left if self.done_days else float("nan")
+        return (
+            f"{self.done_days}/{self.total_days} days, {self.events:,} events, "
+            f"{rate:,.0f} events/s, elapsed {elapsed:,.0f} s, ETA {eta:,.0f} s"
+        )
+
+
+def chunks(days: list[date], size: int) -> Iterator[list[date]]:
+    for i in range(0, len(days), size):
+        yield days[i : i + size]
+
+
+def run_chunk(cfg: BackfillConfig, days: list[date], resume_from: date | None) -> dict:
+    """One Beam pipeline over consecutive days; returns {day: {table: rows}} and counters."""
+    opts = local_pipeline_options(num_workers=cfg.workers)
+    written: dict[date, dict[str, int]] = {d: {} for d in days if d >= cfg.start}
+    with beam.Pipeline(options=opts) as p:
+        composed = (
+            p
+            | "Days" >> beam.Create(days)
+            | "ComposeDays"
+            >> beam.ParDo(ComposeDayFn(cfg, cfg.start)).with_outputs("dead", main="closes")
+        )
+        closes = beam.pvalue.AsDict(composed.closes)
+        var_days = (
+            p
+            | "Shards" >> beam.Create(list(range(cfg.var_shards)))
+            | "ComputeVaR" >> beam.ParDo(VarShardDaysFn(cfg, days, resume_from), closes)
+            | "GroupVarByDay" >> beam.GroupByKey()
+            | "WriteVarDays"
+            >> beam.ParDo(WriteDayFn(cfg.output_dir, "portfolio_var", ("account_id", "method")))
+        )
+        _ = composed.dead | "WriteDeadLetters" >> beam.ParDo(WriteDeadLettersFn(cfg.output_dir))
+        _ = var_days
+    # Rows per table-day, from the files just written (the counters of multi-process runs do
+    # not come back reliably; the files are the truth).
+    for d, counts in written.items():
+        for table in TABLES:
+            part = partition(cfg.output_dir, table, d) / "part-00000.parquet"
+            if not part.exists():
+                raise BackfillError(f"{table} for {d} was not written")
+            counts[table] = pq.ParquetFile(part).metadata.num_rows
+    return written
+
+
+def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
+    """Runs the backfill; returns a summary (days written, skipped, rows per table, seconds)."""
+    if cfg.end < cfg.start:
+        raise BackfillError(f"--end {cfg.end} is before --start {cfg.start}")
+    available = input_days(cfg.input_dir)
+    wanted = [cfg.start + timedelta(days=i) for i in range((cfg.end - cfg.start).days + 1)]
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise BackfillError(
+            f"the input has no prices for {len(missing)} day(s) of the range, e.g. {missing[0]}"
+        )
+    fp = cfg.fingerprint()
+    done = set() if cfg.force else done_days(cfg.output_dir, fp)
+    pending = [d for d in wanted if d not in done]
+    summary = {"days": len(wanted), "skipped": len(wanted) - len(pending), "written": 0,
+               "rows": dict.fromkeys(TABLES, 0), "fingerprint": fp}  # fmt: skip
+    if not pending:
+        say(f"all {len(wanted)} days are done (fingerprint {fp}); --force recomputes them")
+        return summary
+    first = pending[0]
+    # Resume from saved state when the day before the first pending one has it.
+    prev = first - timedelta(days=1)
+    has_state = all(state_path(cfg.output_dir, prev, s).exists() for s in range(cfg.var_shards))
+    warm_from = first if has_state else available[0]
+    todo = [d for d in available if warm_from <= d <= cfg.end]
+    progress = Progress(total_days=len(wanted), done_days=len(wanted) - len(pending))
+    say(
+        f"backfill {cfg.start}..{cfg.end}: {len(pending)} day(s) to write, "
+        f"{summary['skipped']} already done; replaying from {warm_from}"
+    )
+    resume = prev if has_state else None
+    for chunk in chunks(todo, cfg.chunk_days):
+        written = run_chunk(cfg, chunk, resume)
+        resume = chunk[-1]
+        for d, counts in sorted(written.items()):
+            marker = marker_path(cfg.output_dir, d)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"fingerprint": fp, "rows": counts}, sort_keys=True))
+            for t, n in counts.items():
+                summary["rows"][t] = summary["rows"].get(t, 0) + n
+            summary["written"] += 1
+            progress.done_days += 1 if d in pending else 0
+        progress.events += sum(_events(cfg.input_dir, d) for d in chunk)
+        say(progress.line())
+    summary["seconds"] = round(time.perf_counter() - progress.started, 2)
+    return summary
+
+
+def _events(input_dir: str, day: date) -> int:
+    n = 0
+    for topic in (PRICES, SETTLEMENTS):
+        for f in partition(input_dir, topic, day).glob("*.parquet"):
+            n += pq.ParquetFile(f).metadata.num_rows
+    return n
+
+
+def backfill_command(args) -> int:
+    if args.output.startswith("bq://"):
+        print(
+            "defi-risk backfill: bq:// output is not built yet (per-partition WRITE_TRUNCATE "
+            "load jobs); write to a directory",
+            file=sys.stderr,
+        )
+        return 2
+    cfg = BackfillConfig(
+        start=date.fromisoformat(args.start),
+        end=date.fromisoformat(args.end),
+        input_dir=args.input,
+        output_dir=args.output,
+        feed_registry=args.feed_registry,
+        workers=args.workers,
+        chunk_days=args.chunk_days,
+        var_window=args.var_window,
+        var_min_scenarios=args.var_min_scenarios,
+        force=args.force,
+    )
+    try:
+        summary = backfill(cfg)
+    except BackfillError as e:
+        print(f"defi-risk backfill: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def add_backfill_arguments(p) -> None:
+    p.add_argument("--start", required=True, help="First day to write (YYYY-MM-DD).")
+    p.add_argument("--end", required=True, help="Last day to write (YYYY-MM-DD, inclusive).")
+    p.add_argument("--input", required=True, help="Day-partitioned input (generate --history).")
+    p.add_argument("--output", required=True, help="Output directory (<table>/date=D/).")
+    p.add_argument("--feed-registry", help="Feed registry (default: INPUT/feeds.toml).")
+    p.add_argument("--workers", type=int, default=2, help="Local worker processes.")
+    p.add_argument("--chunk-days", type=int, default=61, help="Days per pipeline run.")
+    p.add_argument("--var-window", type=int, default=250, help="Daily returns per VaR.")
+    p.add_argument("--var-min-scenarios", type=int, default=30, help="Fewer returns: no VaR.")
+    p.add_argument("--force", action="store_true", help="Recompute days already done.")
+    p.set_defaults(func=backfill_command)
+
+
+__all__ = ["BackfillConfig", "backfill", "asdict"]
