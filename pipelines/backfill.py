@@ -56,7 +56,8 @@ from transforms.var_engine import VarConfig, VarShardEngine
 
 LOG = logging.getLogger(__name__)
 PRICES, SETTLEMENTS = "market.prices.v1", "settlements.v1"
-TABLES = ("prices", "portfolio_var", "dead_letter")
+TABLES = ("prices", "portfolio_var", "margin_health", "margin_events", "dead_letter")
+SCRATCH = "_backfill/scratch"  # composite prices of warm-up days: read by the margin replay
 STATE_DIR = "_backfill"
 
 
@@ -81,7 +82,14 @@ class BackfillConfig:
     var_min_scenarios: int = 30
     window_s: int = 60
     min_sources: int = 2
+    margin_shards: int = 4
+    margin_interval_s: int = 86_400  # margin_health snapshots of every account with debt
     force: bool = False
+
+    def margin_config(self):
+        from transforms.margin_engine import MarginConfig
+
+        return MarginConfig(snapshot_s=self.margin_interval_s)
 
     def var_config(self) -> VarConfig:
         return VarConfig(
@@ -97,7 +105,8 @@ class BackfillConfig:
     def fingerprint(self) -> str:
         """What the numbers depend on (not where they go, nor how many workers)."""
         keys = ("var_shards", "var_methods", "var_level", "es_level", "var_window",
-                "var_min_scenarios", "window_s", "min_sources")  # fmt: skip
+                "var_min_scenarios", "window_s", "min_sources", "margin_shards",
+                "margin_interval_s")  # fmt: skip
         data = {k: getattr(self, k) for k in keys}
         data["registry"] = hashlib.sha256(Path(self.registry_path()).read_bytes()).hexdigest()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -161,8 +170,8 @@ def done_days(output_dir: str | Path, fingerprint: str) -> set[date]:
     return out
 
 
-def state_path(output_dir: str | Path, day: date, shard: int) -> Path:
-    return Path(output_dir) / STATE_DIR / "state" / day.isoformat() / f"var-shard-{shard}.pkl"
+def state_path(output_dir: str | Path, day: date, shard: int, kind: str = "var") -> Path:
+    return Path(output_dir) / STATE_DIR / "state" / day.isoformat() / f"{kind}-shard-{shard}.pkl"
 
 
 # ------------------------------------------------------------------------------------ DoFns
@@ -191,6 +200,8 @@ class ComposeDayFn(beam.DoFn):
         if day >= self.write_from:
             write_atomic(rows, self.cfg.output_dir, "prices", day)
             yield beam.pvalue.TaggedOutput("dead", (day.isoformat(), dead))
+        else:  # a warm-up day: kept aside for the margin replay, not part of the output
+            write_atomic(rows, Path(self.cfg.output_dir) / SCRATCH, "prices", day)
         yield day.isoformat(), closes
 
 
@@ -225,6 +236,51 @@ class VarShardDaysFn(beam.DoFn):
             if day >= cfg.start:
                 yield day.isoformat(), var_table(cols, cfg.var_config())
         out = state_path(cfg.output_dir, self.days[-1], shard)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, out)
+
+
+def read_composite(cfg: BackfillConfig, day: date) -> pa.Table:
+    root = cfg.output_dir if day >= cfg.start else Path(cfg.output_dir) / SCRATCH
+    return pq.read_table(partition(root, "prices", day) / "part-00000.parquet")
+
+
+class MarginShardDaysFn(beam.DoFn):
+    """One shard of accounts through the chunk's days with the streaming margin engine."""
+
+    def __init__(self, cfg: BackfillConfig, days: list[date], resume_from: date | None):
+        self.cfg, self.days, self.resume_from = cfg, days, resume_from
+
+    def process(self, shard: int, _ready):
+        from transforms.backfill_batches import margin_day, settlements_of
+        from transforms.margin_engine import MarginShardEngine
+
+        cfg = self.cfg
+        engine = None
+        if self.resume_from is not None:
+            path = state_path(cfg.output_dir, self.resume_from, shard, "margin")
+            if path.exists():
+                engine = pickle.loads(path.read_bytes())
+        if engine is None:
+            engine = MarginShardEngine(cfg.margin_config())
+        for day in self.days:
+            table = read_day(cfg.input_dir, SETTLEMENTS, day)
+            settlements = []
+            if table is not None and table.num_rows:
+                keep = [
+                    shard_of(a, cfg.margin_shards) == shard for a in table["account_id"].to_pylist()
+                ]
+                settlements = settlements_of(table.filter(pa.array(keep)))
+            health, events, rejected = margin_day(
+                engine, settlements, read_composite(cfg, day), day
+            )
+            beam.metrics.Metrics.counter("backfill", "margin_refused").inc(len(rejected))
+            if day >= cfg.start:
+                yield beam.pvalue.TaggedOutput("events", (day.isoformat(), events))
+                yield day.isoformat(), health
+        out = state_path(cfg.output_dir, self.days[-1], shard, "margin")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
@@ -319,6 +375,30 @@ def run_chunk(cfg: BackfillConfig, days: list[date], resume_from: date | None) -
             | "WriteVarDays"
             >> beam.ParDo(WriteDayFn(cfg.output_dir, "portfolio_var", ("account_id", "method")))
         )
+        margin = (
+            p
+            | "MarginShards" >> beam.Create(list(range(cfg.margin_shards)))
+            | "MonitorMargins"
+            >> beam.ParDo(MarginShardDaysFn(cfg, days, resume_from), closes).with_outputs(
+                "events", main="health"
+            )
+        )
+        _ = (
+            margin.health
+            | "GroupHealthByDay" >> beam.GroupByKey()
+            | "WriteHealthDays"
+            >> beam.ParDo(
+                WriteDayFn(cfg.output_dir, "margin_health", ("account_id", "event_ts", "row_id"))
+            )
+        )
+        _ = (
+            margin.events
+            | "GroupEventsByDay" >> beam.GroupByKey()
+            | "WriteEventDays"
+            >> beam.ParDo(
+                WriteDayFn(cfg.output_dir, "margin_events", ("account_id", "event_ts", "alert_id"))
+            )
+        )
         _ = composed.dead | "WriteDeadLetters" >> beam.ParDo(WriteDeadLettersFn(cfg.output_dir))
         _ = var_days
     # Rows per table-day, from the files just written (the counters of multi-process runs do
@@ -354,7 +434,11 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
     first = pending[0]
     # Resume from saved state when the day before the first pending one has it.
     prev = first - timedelta(days=1)
-    has_state = all(state_path(cfg.output_dir, prev, s).exists() for s in range(cfg.var_shards))
+    has_state = all(
+        state_path(cfg.output_dir, prev, s).exists() for s in range(cfg.var_shards)
+    ) and all(
+        state_path(cfg.output_dir, prev, s, "margin").exists() for s in range(cfg.margin_shards)
+    )
     warm_from = first if has_state else available[0]
     todo = [d for d in available if warm_from <= d <= cfg.end]
     progress = Progress(total_days=len(wanted), done_days=len(wanted) - len(pending))
@@ -406,6 +490,7 @@ def backfill_command(args) -> int:
         chunk_days=args.chunk_days,
         var_window=args.var_window,
         var_min_scenarios=args.var_min_scenarios,
+        margin_interval_s=args.margin_interval_s,
         force=args.force,
     )
     try:
@@ -427,6 +512,13 @@ def add_backfill_arguments(p) -> None:
     p.add_argument("--chunk-days", type=int, default=61, help="Days per pipeline run.")
     p.add_argument("--var-window", type=int, default=250, help="Daily returns per VaR.")
     p.add_argument("--var-min-scenarios", type=int, default=30, help="Fewer returns: no VaR.")
+    p.add_argument(
+        "--margin-interval-s",
+        type=int,
+        default=86_400,
+        help="margin_health snapshot interval for every account with debt (rows also on every "
+        "settlement and zone change).",
+    )
     p.add_argument("--force", action="store_true", help="Recompute days already done.")
     p.set_defaults(func=backfill_command)
 

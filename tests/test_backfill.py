@@ -26,7 +26,10 @@ from pipelines.synthetic.bulk import generate_history
 
 START, DAYS = date(2024, 1, 1), 12
 FIRST, LAST = date(2024, 1, 3), date(2024, 1, 12)
-VAR_ARGS = {"var_window": 5, "var_min_scenarios": 2}
+VAR_ARGS = {"var_window": 5, "var_min_scenarios": 2, "margin_interval_s": 3600}
+TABLES = ("prices", "portfolio_var", "margin_health", "margin_events", "dead_letter")
+KEYS = {"prices": "price_id", "portfolio_var": "var_id", "margin_health": "row_id",
+        "margin_events": "alert_id", "dead_letter": "dead_letter_id"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +48,15 @@ def config(history: Path, out: Path, **kw) -> BackfillConfig:
 
 def tables(out: Path) -> dict[str, pd.DataFrame]:
     result = {}
-    for name in ("prices", "portfolio_var", "dead_letter"):
+    for name in TABLES:
         files = sorted((out / name).glob("date=*/part-*.parquet"))
         df = pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
-        key = {"prices": "price_id", "portfolio_var": "var_id", "dead_letter": "dead_letter_id"}
-        result[name] = df.sort_values(key[name]).reset_index(drop=True)
+        result[name] = df.sort_values(KEYS[name]).reset_index(drop=True)
     return result
 
 
 def same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
-    for name in ("prices", "portfolio_var"):
+    for name in ("prices", "portfolio_var", "margin_health", "margin_events"):
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
     assert len(a["dead_letter"]) == len(b["dead_letter"])
 
@@ -70,7 +72,7 @@ def test_backfill_writes_every_table_for_every_day(clean):
     out, summary = clean
     assert summary["written"] == summary["days"] == 10 and summary["skipped"] == 0
     for day in pd.date_range(FIRST, LAST).date:
-        for name in ("prices", "portfolio_var", "dead_letter"):
+        for name in TABLES:
             assert (out / name / f"date={day}" / "part-00000.parquet").exists()
         marker = json.loads(marker_path(out, day).read_text())
         assert marker["rows"]["prices"] == 4 * 1440  # 4 assets, a row per minute
@@ -82,24 +84,33 @@ def test_backfill_writes_every_table_for_every_day(clean):
     assert not list(out.rglob("*.tmp"))  # every file was renamed into place
 
 
-def test_backfill_equals_the_streaming_pipeline_on_the_same_events(history, clean, tmp_path):
-    """The proof that the two paths are one system: the streaming graph over the same events
-    gives the backfill's rows, ids included, to 1e-9."""
-    out, _ = clean
-    flat = tmp_path / "flat"
+@pytest.fixture(scope="module")
+def stream_run(history, tmp_path_factory) -> Path:
+    """The streaming graph (risk pipeline, batch replay) over the same events."""
+    tmp = tmp_path_factory.mktemp("stream")
+    flat = tmp / "flat"
     flat.mkdir()
     for topic in ("market.prices.v1", "settlements.v1"):
         parts = sorted((history / topic).glob("date=*/*.parquet"))
         pq.write_table(
             pa.concat_tables([pq.read_table(p) for p in parts]), flat / f"{topic}.parquet"
         )
-    stream = tmp_path / "stream"
+    stream = tmp / "out"
     report = run_local(
         flat, stream, pipeline="risk", input_format="parquet",
         extra_args=[f"--feed_registry={history / 'feeds.toml'}", "--var_interval=daily",
-                    "--var_window=5", "--var_min_scenarios=2", "--var_shards=4"],
+                    "--var_window=5", "--var_min_scenarios=2", "--var_shards=4",
+                    "--margin_shards=4", "--margin_snapshot_s=3600"],
     )  # fmt: skip
     assert report.balanced()
+    return stream
+
+
+def test_backfill_equals_the_streaming_pipeline_on_the_same_events(clean, stream_run):
+    """The proof that the two paths are one system: the streaming graph over the same events
+    gives the backfill's rows, ids included, to 1e-9."""
+    out, _ = clean
+    stream = stream_run
     lo = pd.Timestamp(FIRST, tz="UTC")
     s_prices = pq.read_table(stream / "tables" / "prices").to_pandas()
     s_prices = s_prices[s_prices.event_time > lo].sort_values("price_id").reset_index(drop=True)
@@ -124,6 +135,33 @@ def test_backfill_equals_the_streaming_pipeline_on_the_same_events(history, clea
             assert (diff <= 1e-9 * s_var[col].astype(float).abs().clip(lower=1)).all(), col
         else:
             pd.testing.assert_series_equal(s_var[col], b["portfolio_var"][col], check_exact=True)
+
+
+def test_backfill_margin_rows_equal_the_streaming_pipeline(history, clean, stream_run):
+    """A day's partition holds what its events produced: a snapshot or price row stamped exactly
+    at midnight was produced by the day before (as the window ending at midnight closes it)."""
+    out, _ = clean
+    lo = pd.Timestamp(FIRST, tz="UTC")
+    b = tables(out)
+    for name in ("margin_health", "margin_events"):
+        s = pq.read_table(stream_run / "tables" / name).to_pandas()
+        s = s[s.event_ts > lo].sort_values(KEYS[name]).reset_index(drop=True)
+        assert len(s) == len(b[name]), name
+        for col in s.columns:
+            left, right = s[col], b[name][col]
+            if col == "liquidation_prices":
+                assert (
+                    left.map(lambda x: [dict(d) for d in x]).tolist()
+                    == right.map(lambda x: [dict(d) for d in x]).tolist()
+                )
+            else:
+                assert [None if pd.isna(v) else v for v in left] == [
+                    None if pd.isna(v) else v for v in right
+                ], (name, col)
+    assert len(b["margin_health"]) > 1000 and set(b["margin_health"].trigger) >= {
+        "settlement",
+        "snapshot",
+    }
 
 
 def test_rerunning_the_range_changes_nothing_and_force_replaces_without_duplicates(
@@ -159,7 +197,8 @@ def test_a_killed_run_resumes_where_it_stopped(history, clean, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipelines.cli", "backfill", "--start", str(FIRST), "--end",
            str(LAST), "--input", str(history), "--output", str(out), "--workers", "1",
-           "--chunk-days", "2", "--var-window", "5", "--var-min-scenarios", "2"]  # fmt: skip
+           "--chunk-days", "2", "--var-window", "5", "--var-min-scenarios", "2",
+           "--margin-interval-s", "3600"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )

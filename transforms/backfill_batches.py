@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 from schemas.base import deterministic_id
 from schemas.codegen import arrow_schema
 from schemas.events import Settlement
-from schemas.tables import DeadLetterRow, PortfolioVarRow, PriceRow
+from schemas.tables import (
+    DeadLetterRow,
+    MarginEventRow,
+    MarginHealthRow,
+    PortfolioVarRow,
+    PriceRow,
+)
 from transforms.composite_batch import (
     MICROS,
     NANO,
@@ -42,6 +48,8 @@ from transforms.var_engine import Close, VarColumns, VarConfig, VarShardEngine, 
 
 PRICE_SCHEMA = arrow_schema(PriceRow)
 VAR_SCHEMA = arrow_schema(PortfolioVarRow)
+HEALTH_SCHEMA = arrow_schema(MarginHealthRow)
+EVENTS_SCHEMA = arrow_schema(MarginEventRow)
 DEAD_LETTER_SCHEMA = arrow_schema(DeadLetterRow)
 PRIORITY = {"chainlink": 0, "pyth": 1, "dex": 2, "cex": 3}
 
@@ -392,3 +400,35 @@ def var_day(
 
 def previous_day(day: date) -> date:
     return day - timedelta(days=1)
+
+
+# --------------------------------------------------------------------------------- margin
+def price_ticks(prices: pa.Table):
+    """A day's composite rows as the margin engine's ticks (price None when unavailable)."""
+    from transforms.margin_engine import PriceTick
+
+    if prices.num_rows == 0:
+        return []
+    assets = prices["asset"].to_pylist()
+    t_us = _us(prices["event_time"])
+    status = prices["status"].to_pylist()
+    price = prices["price"].to_pylist()
+    return [
+        PriceTick(a, int(t), p, st)
+        for a, t, p, st in zip(assets, t_us.tolist(), price, status, strict=True)
+    ]
+
+
+def margin_day(engine, settlements: list[Settlement], prices: pa.Table, day: date):
+    """Advances a shard's ``MarginShardEngine`` through one day (the streaming engine itself, fed
+    the day's composite prices and settlements); returns (health table, events table, rejected).
+    Closed accounts are purged at the end of the day (the stream purges them as its watermark
+    passes their purge time)."""
+    _, end = day_bounds_us(day)
+    out, later_s, later_t = engine.advance(settlements, price_ticks(prices), end)
+    if later_s or later_t:
+        raise ValueError(f"{day}: settlements or prices after the day's end were passed in")
+    engine.purge(end)
+    health = pa.Table.from_pylist([r.model_dump() for _, r in out.health], schema=HEALTH_SCHEMA)
+    events = pa.Table.from_pylist([r.model_dump() for _, r in out.events], schema=EVENTS_SCHEMA)
+    return health, events, out.rejected
