@@ -82,7 +82,10 @@ class BackfillConfig:
     var_min_scenarios: int = 30
     window_s: int = 60
     min_sources: int = 2
-    margin_shards: int = 4
+    # Margin rows of an account do not depend on which accounts share its shard (unlike VaR's
+    # joint window), so the shards only spread the work: one per worker. Every shard replays
+    # every price instant, so more shards cost more.
+    margin_shards: int = 2
     margin_interval_s: int = 86_400  # margin_health snapshots of every account with debt
     force: bool = False
 
@@ -242,9 +245,21 @@ class VarShardDaysFn(beam.DoFn):
         os.replace(tmp, out)
 
 
-def read_composite(cfg: BackfillConfig, day: date) -> pa.Table:
-    root = cfg.output_dir if day >= cfg.start else Path(cfg.output_dir) / SCRATCH
-    return pq.read_table(partition(root, "prices", day) / "part-00000.parquet")
+_TICKS: dict[tuple[str, date], list] = {}
+
+
+def day_ticks(cfg: BackfillConfig, day: date) -> list:
+    """The day's composite prices as margin ticks, built once per worker process and day (every
+    margin shard of the process replays the same instants)."""
+    from transforms.backfill_batches import price_ticks
+
+    key = (cfg.output_dir, day)
+    if key not in _TICKS:
+        _TICKS.clear()  # one day at a time: bounded memory
+        root = cfg.output_dir if day >= cfg.start else Path(cfg.output_dir) / SCRATCH
+        table = pq.read_table(partition(root, "prices", day) / "part-00000.parquet")
+        _TICKS[key] = price_ticks(table)
+    return _TICKS[key]
 
 
 class MarginShardDaysFn(beam.DoFn):
@@ -273,9 +288,7 @@ class MarginShardDaysFn(beam.DoFn):
                     shard_of(a, cfg.margin_shards) == shard for a in table["account_id"].to_pylist()
                 ]
                 settlements = settlements_of(table.filter(pa.array(keep)))
-            health, events, rejected = margin_day(
-                engine, settlements, read_composite(cfg, day), day
-            )
+            health, events, rejected = margin_day(engine, settlements, day_ticks(cfg, day), day)
             beam.metrics.Metrics.counter("backfill", "margin_refused").inc(len(rejected))
             if day >= cfg.start:
                 yield beam.pvalue.TaggedOutput("events", (day.isoformat(), events))

@@ -419,13 +419,13 @@ def price_ticks(prices: pa.Table):
     ]
 
 
-def margin_day(engine, settlements: list[Settlement], prices: pa.Table, day: date):
+def margin_day(engine, settlements: list[Settlement], ticks: list, day: date):
     """Advances a shard's ``MarginShardEngine`` through one day (the streaming engine itself, fed
-    the day's composite prices and settlements); returns (health table, events table, rejected).
+    the day's composite price ticks and settlements); returns (health, events, rejected).
     Closed accounts are purged at the end of the day (the stream purges them as its watermark
     passes their purge time)."""
     _, end = day_bounds_us(day)
-    out, later_s, later_t = engine.advance(settlements, price_ticks(prices), end)
+    out, later_s, later_t = engine.advance(settlements, ticks, end)
     if later_s or later_t:
         raise ValueError(f"{day}: settlements or prices after the day's end were passed in")
     engine.purge(end)
