@@ -257,14 +257,18 @@ class MarginShardEngine:
             )
         if held.size == 0:
             return
+        # Every row holds a moved asset (a whole-market price pack): slices are views, while
+        # indexing by ``held`` would copy both matrices at every instant.
+        every = held.size == n and held[-1] == n - 1
+        rows = slice(0, n) if every else held
         with np.errstate(invalid="ignore", divide="ignore"):
             p_vec = np.nan_to_num(self.pvec, nan=0.0)
-            coll = self.coll[held] @ p_vec
-            debt = self.debt[held] @ p_vec
+            coll = self.coll[rows] @ p_vec
+            debt = self.debt[rows] @ p_vec
             health = np.where(debt > 0, (coll - debt) / debt * 100.0, np.nan)
         code = self._float_zone(health, debt)
         near = (np.abs(health[:, None] - self._thresholds[None, :]) < NEAR).any(axis=1)
-        check = ((code != self.zone_code[held]) | near) & ~self._unpriced(held)
+        check = ((code != self.zone_code[rows]) | near) & ~self._unpriced(held)
         t = group[0].t_us
         ref = ",".join(p.asset for p in group)
         for r in held[check]:
