@@ -115,11 +115,21 @@ class BackfillConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def registry_path(self) -> str:
+        """The feed registry: --feed-registry, else the input's feeds.toml (copied next to the
+        output when the input is remote), else the bundled one."""
         if self.feed_registry:
             return self.feed_registry
-        own = Path(self.input_dir) / "feeds.toml"
-        if own.exists():
-            return str(own)
+        filesystem, base = input_fs(self.input_dir)
+        from pyarrow import fs
+
+        if filesystem.get_file_info(f"{base}/feeds.toml").type == fs.FileType.File:
+            if isinstance(filesystem, fs.LocalFileSystem):
+                return f"{base}/feeds.toml"
+            local = Path(self.output_dir) / STATE_DIR / "feeds.toml"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with filesystem.open_input_stream(f"{base}/feeds.toml") as src:
+                local.write_bytes(src.read())
+            return str(local)
         from transforms.oracles import DEFAULT_REGISTRY
 
         return str(DEFAULT_REGISTRY)
@@ -130,22 +140,52 @@ def partition(root: str | Path, table: str, day: date) -> Path:
     return Path(root) / table / f"date={day.isoformat()}"
 
 
+def input_fs(input_dir: str | Path):
+    """(pyarrow filesystem, base path) of the input: a local directory, or a URI such as
+    ``gs://bucket/history`` (pyarrow's GCS filesystem) or ``file:///data/history``."""
+    from pyarrow import fs
+
+    text = str(input_dir)
+    if "://" in text:
+        return fs.FileSystem.from_uri(text)
+    return fs.LocalFileSystem(), str(Path(text).resolve())
+
+
+def _listing(input_dir: str | Path, sub: str):
+    from pyarrow import fs
+
+    filesystem, base = input_fs(input_dir)
+    info = filesystem.get_file_info(fs.FileSelector(f"{base}/{sub}", allow_not_found=True))
+    return filesystem, sorted(info, key=lambda i: i.path)
+
+
 def input_days(input_dir: str | Path) -> list[date]:
-    root = Path(input_dir) / PRICES
-    if not root.is_dir():
+    from pyarrow import fs
+
+    _, entries = _listing(input_dir, PRICES)
+    days = [
+        date.fromisoformat(e.base_name.removeprefix("date="))
+        for e in entries
+        if e.type == fs.FileType.Directory and e.base_name.startswith("date=")
+    ]
+    if not days:
         raise BackfillError(
             f"no {PRICES}/date=YYYY-MM-DD/ partitions under {input_dir} (write them with "
             "`defi-risk generate --history`)"
         )
-    return sorted(date.fromisoformat(p.name.removeprefix("date=")) for p in root.glob("date=*"))
+    return sorted(days)
+
+
+def _day_files(input_dir: str | Path, topic: str, day: date):
+    filesystem, entries = _listing(input_dir, f"{topic}/date={day.isoformat()}")
+    return filesystem, [e.path for e in entries if e.base_name.endswith(".parquet")]
 
 
 def read_day(input_dir: str | Path, topic: str, day: date) -> pa.Table | None:
-    folder = partition(input_dir, topic, day)
-    files = sorted(folder.glob("*.parquet"))
+    filesystem, files = _day_files(input_dir, topic, day)
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    return pa.concat_tables([pq.read_table(f, filesystem=filesystem) for f in files])
 
 
 def write_atomic(table: pa.Table, root: str | Path, name: str, day: date) -> Path:
@@ -480,8 +520,10 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
 def _events(input_dir: str, day: date) -> int:
     n = 0
     for topic in (PRICES, SETTLEMENTS):
-        for f in partition(input_dir, topic, day).glob("*.parquet"):
-            n += pq.ParquetFile(f).metadata.num_rows
+        filesystem, files = _day_files(input_dir, topic, day)
+        for f in files:
+            with filesystem.open_input_file(f) as handle:
+                n += pq.ParquetFile(handle).metadata.num_rows
     return n
 
 
@@ -518,7 +560,11 @@ def backfill_command(args) -> int:
 def add_backfill_arguments(p) -> None:
     p.add_argument("--start", required=True, help="First day to write (YYYY-MM-DD).")
     p.add_argument("--end", required=True, help="Last day to write (YYYY-MM-DD, inclusive).")
-    p.add_argument("--input", required=True, help="Day-partitioned input (generate --history).")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="Day-partitioned input (generate --history): a directory or a URI (gs://…, file://…).",
+    )
     p.add_argument("--output", required=True, help="Output directory (<table>/date=D/).")
     p.add_argument("--feed-registry", help="Feed registry (default: INPUT/feeds.toml).")
     p.add_argument("--workers", type=int, default=2, help="Local worker processes.")

@@ -217,6 +217,20 @@ def test_a_killed_run_resumes_where_it_stopped(history, clean, tmp_path):
     same(tables(out), tables(clean[0]))
 
 
+def test_a_uri_input_reads_the_same_partitions(history, clean, tmp_path):
+    """The input goes through pyarrow's filesystems (gs:// on GCS): a file:// URI gives the
+    local directory's rows."""
+    out = tmp_path / "uri"
+    cfg = config(history, out, input_dir=f"file://{history}", end=date(2024, 1, 5))
+    assert backfill(cfg, say=lambda _m: None)["written"] == 3
+    got, want = tables(out), tables(clean[0])
+    for name in ("prices", "portfolio_var"):
+        cut = want[name][
+            want[name]["price_id" if name == "prices" else "var_id"].isin(got[name].iloc[:, 0])
+        ]
+        pd.testing.assert_frame_equal(got[name], cut.reset_index(drop=True), check_exact=True)
+
+
 def test_bad_ranges_and_missing_input_are_clear_errors(history, tmp_path):
     with pytest.raises(BackfillError, match="before --start"):
         backfill(config(history, tmp_path / "x", start=LAST, end=FIRST))
