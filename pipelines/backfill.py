@@ -392,6 +392,11 @@ class Progress:
     events: int = 0
     started: float = field(default_factory=time.perf_counter)
 
+    def bar(self, width: int = 30) -> str:
+        """The progress line as a bar, for a terminal."""
+        filled = int(width * self.done_days / self.total_days) if self.total_days else width
+        return f"[{'#' * filled}{'.' * (width - filled)}] {self.line()}"
+
     def line(self) -> str:
         elapsed = time.perf_counter() - self.started
         rate = self.events / elapsed if elapsed else 0.0
@@ -465,6 +470,20 @@ def run_chunk(cfg: BackfillConfig, days: list[date], resume_from: date | None) -
     return written
 
 
+_ON_BAR = {"open": False}  # a bar is drawn and its line not yet ended
+
+
+def terminal_say(message: str) -> None:
+    """On a terminal: the progress bar redraws one line; other messages get their own line."""
+    if message.startswith("["):
+        sys.stderr.write("\r" + message)
+        _ON_BAR["open"] = True
+    else:
+        sys.stderr.write(("\n" if _ON_BAR["open"] else "") + message + "\n")
+        _ON_BAR["open"] = False
+    sys.stderr.flush()
+
+
 def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
     """Runs the backfill; returns a summary (days written, skipped, rows per table, seconds)."""
     if cfg.end < cfg.start:
@@ -512,7 +531,7 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
             summary["written"] += 1
             progress.done_days += 1 if d in pending else 0
         progress.events += sum(_events(cfg.input_dir, d) for d in chunk)
-        say(progress.line())
+        say(progress.bar() if say is terminal_say else progress.line())
     summary["seconds"] = round(time.perf_counter() - progress.started, 2)
     return summary
 
@@ -549,7 +568,10 @@ def backfill_command(args) -> int:
         force=args.force,
     )
     try:
-        summary = backfill(cfg)
+        # A bar redrawn in place on a terminal; one log line per chunk otherwise (CI, files).
+        summary = backfill(cfg, say=terminal_say if sys.stderr.isatty() else print)
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
     except BackfillError as e:
         print(f"defi-risk backfill: {e}", file=sys.stderr)
         return 2

@@ -238,3 +238,14 @@ def test_bad_ranges_and_missing_input_are_clear_errors(history, tmp_path):
         backfill(config(history, tmp_path / "x", end=date(2024, 2, 1)))
     with pytest.raises(BackfillError, match="generate --history"):
         backfill(replace(config(history, tmp_path / "x"), input_dir=str(tmp_path)))
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_otherwise(capsys):
+    from pipelines.backfill import Progress, terminal_say
+
+    p = Progress(total_days=10, done_days=4, events=1_000)
+    assert p.bar().startswith("[" + "#" * 12 + "." * 18 + "] 4/10 days, 1,000 events")
+    terminal_say(p.bar())
+    terminal_say("a message")
+    err = capsys.readouterr().err
+    assert err.startswith("\r[") and "\na message\n" in err  # the bar redraws its own line
