@@ -159,6 +159,33 @@ def is_table(name: str) -> bool:
     return ":" not in name and name not in ALERT_TOPICS
 
 
+def read_topics(
+    p: beam.Pipeline, project: str, pipeline: str, id_label: str | None
+) -> dict[str, PCollection]:
+    """One ``ReadFromPubSub`` per input topic of ``pipeline``, from ``<topic>.sub``, with event
+    times from the ``ts`` attribute (the live run and the production job read alike)."""
+    return {
+        topic: p
+        | read_label(topic)
+        >> ReadFromPubSub(
+            subscription=subscription_path(project, topic),
+            timestamp_attribute=TIMESTAMP_ATTRIBUTE,
+            id_label=id_label,
+        )
+        for topic in topics_for(pipeline)
+    }
+
+
+def publish_alerts(alerts: PCollection, project: str, topic: str) -> None:
+    """Alerts to their Pub/Sub topic as Avro messages with ``ts`` and id attributes."""
+    _ = (
+        alerts
+        | f"ToAlertMessage_{topic}" >> beam.Map(alert_message).with_output_types(PubsubMessage)
+        | f"WritePubSub_{topic}"
+        >> WriteToPubSub(topic=topic_path(project, topic), with_attributes=True)
+    )
+
+
 def build_live(
     p: beam.Pipeline, options: PipelineOptions, project: str, output_dir: str | Path
 ) -> dict[str, PCollection]:
@@ -169,17 +196,7 @@ def build_live(
     output_dir = Path(output_dir)
     pipeline = options.view_as(RiskPipelineOptions).pipeline
     id_label = None if is_local_direct_runner(options) else ID_ATTRIBUTE
-    sources = {
-        topic: p
-        | read_label(topic)
-        >> ReadFromPubSub(
-            subscription=subscription_path(project, topic),
-            timestamp_attribute=TIMESTAMP_ATTRIBUTE,
-            id_label=id_label,
-        )
-        for topic in topics_for(pipeline)
-    }
-    outputs = build(p, options, sources)
+    outputs = build(p, options, read_topics(p, project, pipeline, id_label))
     for name, pcoll in outputs.items():
         if name.startswith("parsed:"):
             topic = name.split(":", 1)[1]
@@ -194,12 +211,7 @@ def build_live(
         if topic not in outputs:
             continue
         alerts = outputs[topic]
-        _ = (
-            alerts
-            | f"ToAlertMessage_{topic}" >> beam.Map(alert_message).with_output_types(PubsubMessage)
-            | f"WritePubSub_{topic}"
-            >> WriteToPubSub(topic=topic_path(project, topic), with_attributes=True)
-        )
+        publish_alerts(alerts, project, topic)
         _ = alerts | f"AppendAlerts_{topic}" >> beam.ParDo(
             AppendJsonLines(output_dir / "alerts" / f"{topic}.jsonl")
         )

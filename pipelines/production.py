@@ -38,7 +38,6 @@ from functools import cache
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
@@ -48,12 +47,11 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.pvalue import PCollection
 from pydantic import BaseModel
 
-from pipelines.emulator import subscription_path, topic_path
-from pipelines.graph import build, topics_for
-from pipelines.live import ID_ATTRIBUTE, TIMESTAMP_ATTRIBUTE, alert_message, is_table, read_label
+from pipelines.graph import build
+from pipelines.live import ID_ATTRIBUTE, is_table, publish_alerts, read_topics
 from pipelines.options import RiskPipelineOptions
-from schemas.codegen import SCHEMA_DIR
-from schemas.registry import ALERT_TOPICS, DATASET
+from schemas.codegen import bigquery_fields
+from schemas.registry import ALERT_TOPICS, DATASET, TABLES
 
 LOG = logging.getLogger(__name__)
 WRITE_METHODS = ("STORAGE_WRITE_API", "STREAMING_INSERTS", "FILE_LOADS")
@@ -126,7 +124,8 @@ def _bq_value(value: Any, field: dict, json_as_text: bool = True) -> Any:
 
 @cache
 def table_fields(table: str) -> tuple[dict, ...]:
-    return tuple(json.loads((SCHEMA_DIR / "bigquery" / f"{table}.json").read_text()))
+    """The table's BigQuery fields, from its model (what schemas/bigquery/<table>.json holds)."""
+    return tuple(bigquery_fields(TABLES[table]))
 
 
 def bigquery_row(table: str, row: BaseModel, method: str = "STREAMING_INSERTS") -> dict:
@@ -202,29 +201,14 @@ def build_production(p: beam.Pipeline, options: PipelineOptions) -> dict[str, PC
             "`defi-risk run`; history: the backfill)"
         )
     pipeline = options.view_as(RiskPipelineOptions).pipeline
-    sources = {
-        topic: p
-        | read_label(topic)
-        >> ReadFromPubSub(
-            subscription=subscription_path(project, topic),
-            timestamp_attribute=TIMESTAMP_ATTRIBUTE,
-            id_label=ID_ATTRIBUTE,
-        )
-        for topic in topics_for(pipeline)
-    }
-    outputs = build(p, options, sources)
+    # Off the local runners Pub/Sub redeliveries are dropped by id before the graph sees them.
+    outputs = build(p, options, read_topics(p, project, pipeline, ID_ATTRIBUTE))
     for name, pcoll in outputs.items():
         if is_table(name):
             write_table(pcoll, name, options)
     for topic in ALERT_TOPICS:
         if topic in outputs:
-            _ = (
-                outputs[topic]
-                | f"ToAlertMessage_{topic}"
-                >> beam.Map(alert_message).with_output_types(PubsubMessage)
-                | f"WritePubSub_{topic}"
-                >> WriteToPubSub(topic=topic_path(project, topic), with_attributes=True)
-            )
+            publish_alerts(outputs[topic], project, topic)
     return outputs
 
 
