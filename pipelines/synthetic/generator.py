@@ -198,28 +198,11 @@ CONVENTIONS = {
 
 def scenario_funding_truth(tr: Transfers, scenario: dict, n: int) -> dict:
     """The scenario's funding transfer is a direct hit on its listed sender too."""
-    from pipelines.synthetic.transfers import expected_result, lists_containing
+    from pipelines.synthetic.transfers import touch_truth
 
     rec = next(r for r in tr.records if r["tx_hash"] == scenario["funding_tx"])
-    listed = scenario["listed_address"]
-    return {
-        "id": f"ofac-{n + 1:02d}",
-        "kind": "direct",
-        "chain_id": rec["chain_id"],
-        "tx_hash": rec["tx_hash"],
-        "event_id": rec["event_id"],
-        "event_time": rec["event_time"],
-        "from_address": rec["from_address"],
-        "to_address": rec["to_address"],
-        "asset": rec["asset"],
-        "amount_usd": rec["amount_usd"],
-        "listed_address": listed,
-        "address_as_written": rec["from_address"],
-        "listed_side": "from",
-        "lists": lists_containing(listed),
-        "expected_result": expected_result(listed, rec["event_time"]),
-        "note": "compliance scenario: the listed address funds the intermediary",
-    }
+    note = "compliance scenario: the listed address funds the intermediary"
+    return touch_truth(n + 1, rec, scenario["listed_address"], "from", note)
 
 
 def _remove_stale(out: Path, fmt: str) -> None:

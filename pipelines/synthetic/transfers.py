@@ -190,6 +190,29 @@ def ordinary_transfers(
             tr.add_usd(chain_id, s, wallets[i], wallets[j], a, usd)
 
 
+def touch_truth(n: int, rec: dict, listed: str, side: str, note: str, kind: str = "direct") -> dict:
+    """The ground truth of transfer ``rec`` touching ``listed`` (on its ``side``), as the n-th."""
+    written = rec["from_address"] if side == "from" else rec["to_address"]
+    return {
+        "id": f"ofac-{n:02d}",
+        "kind": kind,
+        "chain_id": rec["chain_id"],
+        "tx_hash": rec["tx_hash"],
+        "event_id": rec["event_id"],
+        "event_time": rec["event_time"],
+        "from_address": rec["from_address"],
+        "to_address": rec["to_address"],
+        "asset": rec["asset"],
+        "amount_usd": rec["amount_usd"],
+        "listed_address": listed,
+        "address_as_written": written,
+        "listed_side": side,
+        "lists": lists_containing(listed),
+        "expected_result": expected_result(listed, rec["event_time"]),
+        "note": note,
+    }
+
+
 def sanctioned_transfers(
     tr: Transfers, rng: np.random.Generator, customers: list[str]
 ) -> list[dict]:
@@ -214,28 +237,8 @@ def sanctioned_transfers(
     def when() -> float:
         return float(rng.uniform(0.05, 0.95) * span)
 
-    def record(rec: dict, listed: str, side: str, note: str, kind: str = "direct") -> None:
-        written = rec["from_address"] if side == "from" else rec["to_address"]
-        truth.append(
-            {
-                "id": f"ofac-{len(truth) + 1:02d}",
-                "kind": kind,
-                "chain_id": rec["chain_id"],
-                "tx_hash": rec["tx_hash"],
-                "event_id": rec["event_id"],
-                "event_time": rec["event_time"],
-                "from_address": rec["from_address"],
-                "to_address": rec["to_address"],
-                "asset": rec["asset"],
-                "amount_usd": rec["amount_usd"],
-                "listed_address": listed,
-                "address_as_written": written,
-                "listed_side": side,
-                "lists": lists_containing(listed),
-                "expected_result": expected_result(listed, rec["event_time"]),
-                "note": note,
-            }
-        )
+    def record(rec: dict, listed: str, side: str, note: str) -> None:
+        truth.append(touch_truth(len(truth) + 1, rec, listed, side, note))
 
     r = tr.add_usd(ETHEREUM, when(), picks[0], customer(), "ETH", float(rng.uniform(2e3, 5e4)))
     record(r, picks[0], "from", "as listed (EIP-55 mixed case)")
@@ -285,26 +288,16 @@ def sanctioned_transfers(
         "USDC",
         int(hop1["amount_raw"]) * 97 // 100,
     )
-    truth.append(
-        {
-            "id": f"ofac-{len(truth) + 1:02d}",
-            "kind": "exposure_2hop",
-            "chain_id": ETHEREUM,
-            "tx_hash": hop2["tx_hash"],
-            "event_id": hop2["event_id"],
-            "event_time": hop2["event_time"],
-            "from_address": middle,
-            "to_address": cust,
-            "asset": "USDC",
-            "amount_usd": hop2["amount_usd"],
-            "listed_address": picks[3],
-            "address_as_written": picks[3],
-            "listed_side": "upstream",
-            "lists": lists_containing(picks[3]),
-            "expected_result": "flagged",
-            "note": "customer wallet 2 hops from a listed address",
-            "path": [picks[3], middle, cust],
-            "evidence_tx_hashes": [hop1["tx_hash"], hop2["tx_hash"]],
-        }
+    two_hop = touch_truth(
+        len(truth) + 1,
+        hop2,
+        picks[3],
+        "upstream",
+        "customer wallet 2 hops from a listed address",
+        kind="exposure_2hop",
     )
+    two_hop.update(address_as_written=picks[3], expected_result="flagged",
+                   path=[picks[3], middle, cust],
+                   evidence_tx_hashes=[hop1["tx_hash"], hop2["tx_hash"]])  # fmt: skip
+    truth.append(two_hop)
     return truth
