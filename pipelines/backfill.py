@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import sys
 import time
@@ -50,6 +49,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.synthetic.bulk import write_bytes_atomic, write_parquet_atomic
 from runners.direct import local_pipeline_options
 from transforms.var import shard_of
 from transforms.var_engine import VarConfig, VarShardEngine
@@ -190,12 +190,8 @@ def read_day(input_dir: str | Path, topic: str, day: date) -> pa.Table | None:
 
 def write_atomic(table: pa.Table, root: str | Path, name: str, day: date) -> Path:
     """Writes one table-day as its single part file; an existing one is replaced atomically."""
-    folder = partition(root, name, day)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / "part-00000.parquet"
-    tmp = folder / f".part-00000.parquet.{os.getpid()}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, final)
+    final = partition(root, name, day) / "part-00000.parquet"
+    write_parquet_atomic(table, final, compression="zstd")
     return final
 
 
@@ -248,41 +244,54 @@ class ComposeDayFn(beam.DoFn):
         yield day.isoformat(), closes
 
 
-class VarShardDaysFn(beam.DoFn):
-    """One shard of accounts through the chunk's days: VaR columns per day, state saved."""
+class ShardDaysFn(beam.DoFn):
+    """Base of the per-shard replays: an engine restored from the previous chunk's state (or
+    new), the shard's settlements of each day, and the state saved at the chunk's end."""
+
+    kind = ""  # state file prefix
 
     def __init__(self, cfg: BackfillConfig, days: list[date], resume_from: date | None):
         self.cfg, self.days, self.resume_from = cfg, days, resume_from
 
+    def restore(self, shard: int, new_engine: Callable[[], object]):
+        if self.resume_from is not None:
+            path = state_path(self.cfg.output_dir, self.resume_from, shard, self.kind)
+            if path.exists():
+                return pickle.loads(path.read_bytes())
+        return new_engine()
+
+    def save(self, shard: int, engine) -> None:
+        path = state_path(self.cfg.output_dir, self.days[-1], shard, self.kind)
+        write_bytes_atomic(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), path)
+
+    def settlements(self, day: date, shard: int, shards: int) -> list:
+        from transforms.backfill_batches import settlements_of
+
+        table = read_day(self.cfg.input_dir, SETTLEMENTS, day)
+        if table is None or not table.num_rows:
+            return []
+        keep = [shard_of(a, shards) == shard for a in table["account_id"].to_pylist()]
+        return settlements_of(table.filter(pa.array(keep)))
+
+
+class VarShardDaysFn(ShardDaysFn):
+    """One shard of accounts through the chunk's days: VaR columns per day, state saved."""
+
+    kind = "var"
+
     def process(self, shard: int, closes: dict):
-        from transforms.backfill_batches import settlements_of, var_day, var_table
+        from transforms.backfill_batches import var_day, var_table
 
         cfg = self.cfg
-        engine = None
-        if self.resume_from is not None:
-            path = state_path(cfg.output_dir, self.resume_from, shard)
-            if path.exists():
-                engine = pickle.loads(path.read_bytes())
-        if engine is None:
-            engine = VarShardEngine(cfg.var_config())
+        engine = self.restore(shard, lambda: VarShardEngine(cfg.var_config()))
         for day in self.days:
-            table = read_day(cfg.input_dir, SETTLEMENTS, day)
-            settlements = []
-            if table is not None and table.num_rows:
-                keep = [
-                    shard_of(a, cfg.var_shards) == shard for a in table["account_id"].to_pylist()
-                ]
-                settlements = settlements_of(table.filter(pa.array(keep)))
-                beam.metrics.Metrics.counter("backfill", "settlements").inc(len(settlements))
+            settlements = self.settlements(day, shard, cfg.var_shards)
+            beam.metrics.Metrics.counter("backfill", "settlements").inc(len(settlements))
             cols, rejected = var_day(engine, settlements, closes.get(day.isoformat(), {}), day)
             beam.metrics.Metrics.counter("backfill", "refused_settlements").inc(len(rejected))
             if day >= cfg.start:
                 yield day.isoformat(), var_table(cols, cfg.var_config())
-        out = state_path(cfg.output_dir, self.days[-1], shard)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
-        os.replace(tmp, out)
+        self.save(shard, engine)
 
 
 _TICKS: dict[tuple[str, date], list] = {}
@@ -302,42 +311,25 @@ def day_ticks(cfg: BackfillConfig, day: date) -> list:
     return _TICKS[key]
 
 
-class MarginShardDaysFn(beam.DoFn):
+class MarginShardDaysFn(ShardDaysFn):
     """One shard of accounts through the chunk's days with the streaming margin engine."""
 
-    def __init__(self, cfg: BackfillConfig, days: list[date], resume_from: date | None):
-        self.cfg, self.days, self.resume_from = cfg, days, resume_from
+    kind = "margin"
 
     def process(self, shard: int, _ready):
-        from transforms.backfill_batches import margin_day, settlements_of
+        from transforms.backfill_batches import margin_day
         from transforms.margin_engine import MarginShardEngine
 
         cfg = self.cfg
-        engine = None
-        if self.resume_from is not None:
-            path = state_path(cfg.output_dir, self.resume_from, shard, "margin")
-            if path.exists():
-                engine = pickle.loads(path.read_bytes())
-        if engine is None:
-            engine = MarginShardEngine(cfg.margin_config())
+        engine = self.restore(shard, lambda: MarginShardEngine(cfg.margin_config()))
         for day in self.days:
-            table = read_day(cfg.input_dir, SETTLEMENTS, day)
-            settlements = []
-            if table is not None and table.num_rows:
-                keep = [
-                    shard_of(a, cfg.margin_shards) == shard for a in table["account_id"].to_pylist()
-                ]
-                settlements = settlements_of(table.filter(pa.array(keep)))
+            settlements = self.settlements(day, shard, cfg.margin_shards)
             health, events, rejected = margin_day(engine, settlements, day_ticks(cfg, day), day)
             beam.metrics.Metrics.counter("backfill", "margin_refused").inc(len(rejected))
             if day >= cfg.start:
                 yield beam.pvalue.TaggedOutput("events", (day.isoformat(), events))
                 yield day.isoformat(), health
-        out = state_path(cfg.output_dir, self.days[-1], shard, "margin")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
-        os.replace(tmp, out)
+        self.save(shard, engine)
 
 
 class WriteDayFn(beam.DoFn):

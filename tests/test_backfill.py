@@ -81,7 +81,7 @@ def test_backfill_writes_every_table_for_every_day(clean):
         "historical",
         "parametric",
     }
-    assert not list(out.rglob("*.tmp"))  # every file was renamed into place
+    assert not list(out.rglob("*.tmp*"))  # every file was renamed into place
 
 
 @pytest.fixture(scope="module")

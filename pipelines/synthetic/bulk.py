@@ -255,20 +255,23 @@ def _join(*parts: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
-def _write_atomic(table: pa.Table, path: Path) -> int:
+def write_parquet_atomic(table: pa.Table, path: Path, **options) -> int:
+    """Writes ``path`` whole or not at all (a temporary name, then ``os.replace``); returns its
+    size. ``options`` default to the generator's deterministic ``PARQUET_OPTIONS``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+        pq.write_table(table, tmp, **(options or PARQUET_OPTIONS))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path.stat().st_size
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -786,7 +789,7 @@ def generate_history(
     out.mkdir(parents=True, exist_ok=True)
     specs = ASSETS[:assets]
     entries = feed_entries(specs)
-    _write_text_atomic(registry_toml(entries), out / FEEDS_FILE)
+    write_bytes_atomic(registry_toml(entries).encode("utf-8"), out / FEEDS_FILE)
     dates = [(first_day + timedelta(days=d)).isoformat() for d in range(days)]
     _remove_stale(out, {f"date={d}" for d in dates})
     start_s = int(datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC).timestamp())
@@ -801,8 +804,8 @@ def generate_history(
         pt = prices.day_table(price, d, start_s)
         st = book.day(price, d, start_s)
         part = f"date={day_str}"
-        total_bytes += _write_atomic(pt, out / PRICES_TOPIC / part / PART_FILE)
-        total_bytes += _write_atomic(st, out / SETTLEMENTS_TOPIC / part / PART_FILE)
+        total_bytes += write_parquet_atomic(pt, out / PRICES_TOPIC / part / PART_FILE)
+        total_bytes += write_parquet_atomic(st, out / SETTLEMENTS_TOPIC / part / PART_FILE)
         per_day[PRICES_TOPIC][day_str] = pt.num_rows
         per_day[SETTLEMENTS_TOPIC][day_str] = st.num_rows
         total_rows += pt.num_rows + st.num_rows
@@ -846,5 +849,5 @@ def generate_history(
         "bytes": total_bytes,
         "wall_time_s": round(wall, 3),
     }
-    _write_text_atomic(json.dumps(manifest, indent=1) + "\n", out / MANIFEST)
+    write_bytes_atomic((json.dumps(manifest, indent=1) + "\n").encode("utf-8"), out / MANIFEST)
     return manifest
