@@ -62,9 +62,9 @@ from transforms.aml_rules import (
 )
 from transforms.compliance_policy import ExposurePolicy, Policy
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
-from transforms.event_timers import arm_buffer_timer, emit_timestamp
+from transforms.event_timers import arm_buffer_timer, emit_timestamp, take_due
 from transforms.exposure import ExposureGraph, ExposureHit
-from transforms.sanctions import ALERTS_TAG, SanctionsJoin
+from transforms.sanctions import ALERTS_TAG, SanctionsJoin, transfer_order, transfer_us
 from transforms.sanctions_list import SanctionsIndex
 from transforms.var import shard_of
 
@@ -213,20 +213,11 @@ class ResolveSubjectsFn(beam.DoFn):
             p = pickle.loads(b)
             for w in p.wallets:
                 by_wallet.setdefault(normalise_address(w), []).append(p)
-        pending = sorted(
-            (pickle.loads(b) for b in transfers.read()),
-            key=lambda t: (t.event_time, t.block_number, t.log_index, t.event_id),
-        )
-        transfers.clear()
-        until = int(fire.micros) if self.streaming else None
+        due = take_due(transfers, fire, self.streaming, transfer_order, transfer_us)
         seen: dict[str, int] = seen_state.read() or {}
         last = None
-        for t in pending:
-            t_us = epoch_micros(t.event_time)
-            if until is not None and t_us > until:
-                transfers.add(pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
-                continue
-            last = t_us
+        for t in due:
+            t_us = last = transfer_us(t)
             if t.event_id in seen:
                 Metrics.counter("dead_letter", "MonitorAml.duplicate").inc()
                 yield beam.pvalue.TaggedOutput(
@@ -273,6 +264,14 @@ def aml_row(hit: AmlHit) -> ComplianceScreeningRow:
     )
 
 
+def _leg_order(g: Leg) -> tuple:
+    return (g.event_time, g.event_id, g.direction)  # the order AmlEngine requires per subject
+
+
+def _leg_us(g: Leg) -> int:
+    return epoch_micros(g.event_time)
+
+
 class AmlShardFn(beam.DoFn):
     LEGS = BagStateSpec("legs", BytesCoder())
     ENGINE = ReadModifyWriteStateSpec("engine", PickleCoder())
@@ -303,19 +302,11 @@ class AmlShardFn(beam.DoFn):
         legs=beam.DoFn.StateParam(LEGS),
         engine=beam.DoFn.StateParam(ENGINE),
     ):
-        pending = sorted(
-            (pickle.loads(b) for b in legs.read()),
-            key=lambda g: (g.event_time, g.event_id, g.direction),
-        )
-        legs.clear()
-        until = int(fire.micros) if self.streaming else None
+        due = take_due(legs, fire, self.streaming, _leg_order, _leg_us)
         eng = engine.read() or AmlEngine(self.policy)
         last = None
-        for leg in pending:
-            t_us = epoch_micros(leg.event_time)
-            if until is not None and t_us > until:
-                legs.add(pickle.dumps(leg, protocol=pickle.HIGHEST_PROTOCOL))
-                continue
+        for leg in due:
+            t_us = _leg_us(leg)
             ts = emit_timestamp(t_us, fire, self.streaming)
             try:
                 hits = eng.process(leg)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
+from typing import Any
+
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
@@ -52,3 +56,24 @@ def emit_timestamp(t_us: int, fire: Timestamp, streaming: bool) -> Timestamp:
     """The Beam timestamp of a row at event time ``t_us`` emitted by a firing at ``fire``: its own
     time, in streaming never behind the firing (downstream would see late data and drop it)."""
     return Timestamp(micros=max(t_us, fire.micros) if streaming else t_us)
+
+
+def take_due(
+    bag,
+    fire: Timestamp,
+    streaming: bool,
+    order: Callable[[Any], Any],
+    time_us: Callable[[Any], int],
+) -> list:
+    """The buffered (pickled) elements a firing processes, in ``order``: all of them in batch,
+    those at or before the firing in streaming. The later ones go back into the bag."""
+    items = sorted((pickle.loads(b) for b in bag.read()), key=order)
+    bag.clear()
+    if not streaming:
+        return items
+    until = int(fire.micros)
+    due = [x for x in items if time_us(x) <= until]
+    for x in items:
+        if time_us(x) > until:
+            bag.add(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL))
+    return due

@@ -46,12 +46,21 @@ from schemas.serde import to_json
 from schemas.tables import ComplianceScreeningRow
 from schemas.types import epoch_micros
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
-from transforms.event_timers import arm_buffer_timer, emit_timestamp
+from transforms.event_timers import arm_buffer_timer, emit_timestamp, take_due
 from transforms.sanctions_list import ListVersion, SanctionsIndex
 from transforms.var import shard_of
 
 ALERTS_TAG = "alerts"
 RULE_ID = "ofac_sdn_digital_currency"
+
+
+def transfer_order(t: Transfer) -> tuple:
+    """The chain's order of transfers (event time, block, log index; the id breaks ties)."""
+    return (t.event_time, t.block_number, t.log_index, t.event_id)
+
+
+def transfer_us(t: Transfer) -> int:
+    return epoch_micros(t.event_time)
 
 
 def effective_us(v: ListVersion) -> int:
@@ -186,22 +195,13 @@ class ScreenShardFn(beam.DoFn):
         state=beam.DoFn.StateParam(SCREENER),
     ):
         listed = [pickle.loads(b) for b in versions.read()]
-        pending = sorted(
-            (pickle.loads(b) for b in transfers.read()),
-            key=lambda t: (t.event_time, t.block_number, t.log_index, t.event_id),
-        )
-        until = int(fire.micros) if self.streaming else None
-        transfers.clear()
+        due = take_due(transfers, fire, self.streaming, transfer_order, transfer_us)
         # A fresh copy per key: one DoFn instance serves many keys, each with its own state.
         screener = state.read() or copy.deepcopy(self.screener)
         indexes: dict[str, SanctionsIndex] = {}
         last_us = None
-        for t in pending:
-            t_us = epoch_micros(t.event_time)
-            if until is not None and t_us > until:
-                transfers.add(pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
-                continue
-            last_us = t_us
+        for t in due:
+            t_us = last_us = transfer_us(t)
             version = in_force(listed, t_us)
             ts = emit_timestamp(t_us, fire, self.streaming)
             if version is None:

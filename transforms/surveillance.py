@@ -42,7 +42,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.types import epoch_micros
-from transforms.event_timers import arm_buffer_timer, emit_timestamp
+from transforms.event_timers import arm_buffer_timer, emit_timestamp, take_due
 from transforms.rug_pull import RugConfig, RugPoolState, event_order, to_alert
 from transforms.wash_trade import DEFAULT_CONFIG, WashTradeConfig, detect, first_fundings, is_alert
 
@@ -81,13 +81,9 @@ class RugPoolFn(beam.DoFn):
         pool=beam.DoFn.StateParam(STATE),
         idle=beam.DoFn.TimerParam(IDLE),
     ):
-        batch = sorted((pickle.loads(b) for b in events.read()), key=event_order)
-        until = int(fire.micros) if self.streaming else None
-        due = [e for e in batch if until is None or epoch_micros(e.event_time) <= until]
-        later = batch[len(due) :] if until is not None else []
-        events.clear()
-        for e in later:
-            events.add(pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL))
+        due = take_due(
+            events, fire, self.streaming, event_order, lambda e: epoch_micros(e.event_time)
+        )
         state = pool.read() or RugPoolState(key)
         for e in due:
             finding = state.observe(e, self.config)
