@@ -8,6 +8,24 @@ from decimal import Decimal
 from schemas.events import Settlement
 
 
+def step_labels(pipeline, edges: tuple[str, ...] = ()) -> set[str]:
+    """Full labels of every step of a built pipeline (composites and leaves), leaving out the
+    steps under a top-level label that starts with one of ``edges`` (sources and sinks)."""
+    import apache_beam as beam
+
+    labels: set[str] = set()
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            labels.add(node.full_label)
+
+        def visit_transform(self, node):
+            labels.add(node.full_label)
+
+    pipeline.visit(Visitor())
+    return {label for label in labels if not label.startswith(edges)} if edges else labels
+
+
 def settlement(
     event_id: str,
     account: str,

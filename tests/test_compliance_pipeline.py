@@ -27,6 +27,7 @@ from runners.direct import local_pipeline_options
 from schemas.events import AccountProfile, ComplianceAlert, Transfer
 from schemas.serde import to_json
 from schemas.tables import ComplianceScreeningRow
+from tests.factories import step_labels
 from transforms.compliance import EXPOSURE_RULE, MonitorAml, ScreenExposure
 from transforms.compliance_policy import load_policy
 from transforms.dead_letter import DEAD_LETTER_TAG
@@ -492,27 +493,13 @@ def test_missing_store_names_the_load_command(tmp_path):
         build(p, opts, {"transfers.v1": p | beam.Create([b""])})
 
 
-def _labels(pipeline: beam.Pipeline) -> set[str]:
-    labels = set()
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            labels.add(node.full_label)
-
-        def visit_transform(self, node):
-            labels.add(node.full_label)
-
-    pipeline.visit(Visitor())
-    return labels
-
-
 def test_polling_the_store_builds_a_periodic_impulse(store):
     args = ["--pipeline=compliance", f"--sanctions_store={store}", "--sanctions_poll_minutes=5"]
     opts = local_pipeline_options(extra_args=args)
     p = beam.Pipeline(options=opts)
     out = build(p, opts, {"transfers.v1": p | beam.Create([b""])})  # built, never run
     assert "compliance_screenings" in out
-    labels = _labels(p)
+    labels = step_labels(p)
     assert "ReadSanctionsVersions/PollStore" in labels
     assert "ReadSanctionsVersions/ReadStore" in labels
     names = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
@@ -521,7 +508,7 @@ def test_polling_the_store_builds_a_periodic_impulse(store):
     once = local_pipeline_options(extra_args=args[:2])
     q = beam.Pipeline(options=once)
     build(q, once, {"transfers.v1": q | beam.Create([b""])})
-    assert not any("PollStore" in label for label in _labels(q))
+    assert not any("PollStore" in label for label in step_labels(q))
 
 
 def test_polling_needs_a_store():
@@ -546,7 +533,7 @@ def test_compliance_pipeline_wiring_matches_the_transforms(scenario, scenario_ru
     }
     out = build(p, opts, sources)
     assert {"compliance_screenings", "alerts.compliance.v1", "dead_letter"} <= set(out)
-    labels = _labels(p)
+    labels = step_labels(p)
     for stage in ("ReadSanctionsVersions", "SanctionsJoin", "ScreenExposure", "MonitorAml"):
         assert stage in labels, stage
     keys = collect(

@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.graph import build, topics_for
 from pipelines.stages import STAGES, stages_for
 from runners.direct import local_pipeline_options
+from tests.factories import step_labels
 
 T = 1736121600  # 2025-01-06T00:00:00Z
 
@@ -88,26 +89,12 @@ def test_streaming_graph_on_test_stream_sources():
         )
 
 
-def _labels(pipeline: beam.Pipeline) -> set[str]:
-    labels = set()
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            labels.add(node.full_label)
-
-        def visit_transform(self, node):
-            labels.add(node.full_label)
-
-    pipeline.visit(Visitor())
-    return labels
-
-
 def test_step_labels_are_stable():
     # Streaming jobs are updated in place by step label: renaming one breaks `--update`.
     opts = local_pipeline_options(extra_args=["--pipeline=all"])
     p = beam.Pipeline(options=opts)
     build(p, opts, {t: p | f"Src[{t}]" >> beam.Create([b""]) for t in topics_for("all")})
-    labels = _labels(p)
+    labels = step_labels(p)
     for expected in [
         "ParsePrices",
         "ParsePrices/Decode",

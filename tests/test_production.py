@@ -22,26 +22,11 @@ from runners.direct import local_pipeline_options
 from schemas.codegen import SCHEMA_DIR
 from schemas.registry import TABLES
 from schemas.tables import ComplianceScreeningRow, PriceRow, ProtocolRiskAssessmentRow
+from tests.factories import step_labels
 
 PROD_EDGES = ("ReadPubSub_", "ToBigQueryRow_", "WriteBigQuery_", "CountFailedRows_",
               "ToAlertMessage_", "WritePubSub_")  # fmt: skip
 LOCAL_EDGES = ("Read[",)
-
-
-def labels(pipeline: beam.Pipeline, edges: tuple[str, ...]) -> set[str]:
-    """Full labels of every step the graph made, without the sources and sinks at its edges."""
-    out: set[str] = set()
-
-    def walk(node):
-        for part in node.parts:
-            out.add(part.full_label)
-            walk(part)
-
-    for top in pipeline.transforms_stack[0].parts:
-        if not top.full_label.startswith(edges):
-            out.add(top.full_label)
-            walk(top)
-    return out
 
 
 def production(method: str, pipeline: str = "all") -> tuple[beam.Pipeline, dict]:
@@ -64,9 +49,9 @@ def test_production_graph_has_the_local_graphs_step_labels(method):
     local = beam.Pipeline(options=opts)
     sources = {t: local | f"Read[{t}]" >> beam.Create([]) for t in topics_for("all")}
     build(local, opts, sources)
-    assert labels(prod, PROD_EDGES) == labels(local, LOCAL_EDGES)
+    assert step_labels(prod, PROD_EDGES) == step_labels(local, LOCAL_EDGES)
     for stage in ("SanctionsJoin", "MonitorMargins", "ComputeVaR", "DetectWashTrades"):
-        assert stage in labels(prod, PROD_EDGES)
+        assert stage in step_labels(prod, PROD_EDGES)
     # every table gets a BigQuery write, every alert topic a Pub/Sub write
     all_labels = {t.full_label for t in prod.transforms_stack[0].parts}
     for table in TABLES:
