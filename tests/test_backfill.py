@@ -249,3 +249,31 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_otherwise(capsys):
     terminal_say("a message")
     err = capsys.readouterr().err
     assert err.startswith("\r[") and "\na message\n" in err  # the bar redraws its own line
+
+
+def test_array_validation_refuses_exactly_what_check_update_refuses(tmp_path):
+    """validate_prices is check_update on columns: on the generator's price file, which holds
+    every kind of update ValidatePrices refuses, both give the same reason for every row."""
+    from pipelines.synthetic import generate
+    from schemas.codegen import arrow_schema
+    from schemas.events import PriceEvent
+    from schemas.serde import to_row
+    from transforms.backfill_batches import validate_prices
+    from transforms.oracles import load_registry
+    from transforms.price_validation import check_update
+
+    generate(tmp_path, days=1, accounts=5, seed=3)
+    events = []
+    for line in (tmp_path / "market.prices.v1.jsonl").read_bytes().splitlines():
+        try:
+            events.append(PriceEvent.model_validate_json(line))
+        except ValueError:
+            continue  # a malformed line: the parser's dead letter, not a validation rule
+    registry = load_registry()
+    rows = [to_row(e) for e in events]  # as a Parquet input holds them (NUMERIC scale 9)
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(PriceEvent))
+    mask, bad = validate_prices(table, registry)
+    expected = {i: r[0] for i, e in enumerate(events) if (r := check_update(e, registry))}
+    assert {i: reason for i, reason, _ in bad} == expected
+    assert set(expected.values()) >= {"stale", "confidence_too_wide", "unknown_feed"}
+    assert mask.tolist() == [i not in expected for i in range(len(events))]
