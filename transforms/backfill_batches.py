@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.base import deterministic_id
 from schemas.codegen import arrow_schema
 from schemas.events import Settlement
 from schemas.tables import (
@@ -43,6 +42,7 @@ from transforms.composite_batch import (
     compose_span,
     order_checks,
 )
+from transforms.composite_price import price_id, source_priority
 from transforms.oracles import FeedRegistry
 from transforms.var_engine import Close, VarColumns, VarConfig, VarShardEngine, var_id
 
@@ -51,7 +51,6 @@ VAR_SCHEMA = arrow_schema(PortfolioVarRow)
 HEALTH_SCHEMA = arrow_schema(MarginHealthRow)
 EVENTS_SCHEMA = arrow_schema(MarginEventRow)
 DEAD_LETTER_SCHEMA = arrow_schema(DeadLetterRow)
-PRIORITY = {"chainlink": 0, "pyth": 1, "dex": 2, "cex": 3}
 
 
 def day_bounds_us(day: date) -> tuple[int, int]:
@@ -240,7 +239,7 @@ def price_rows(asset: str, span: ComposedSpan) -> pa.Table:
     ends = span.window_end_us.tolist()
     return pa.table(
         {
-            "price_id": [deterministic_id("prices", asset, e) for e in ends],
+            "price_id": [price_id(asset, e) for e in ends],
             "asset": [asset] * n,
             "quote": ["USD"] * n,
             "price": price,
@@ -293,7 +292,7 @@ def compose_day(
             carry,
             hi,
             heartbeat,
-            PRIORITY,
+            {s: source_priority(s) for s in heartbeat},
             window_s,
             grace,
             dev,

@@ -34,16 +34,22 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.base import deterministic_id
 from schemas.events import PriceEvent
 from schemas.tables import PriceRow
-from transforms.composite_price import MICROS, CompositeEngine, Obs, Reject, WindowResult
+from transforms.composite_price import (
+    MICROS,
+    CompositeEngine,
+    Obs,
+    Reject,
+    WindowResult,
+    price_id,
+    source_priority,
+)
 from transforms.dead_letter import DEAD_LETTER_TAG, make_dead_letter
 from transforms.event_timers import output_timestamp, push_timer_forward
 from transforms.oracles import load_registry, normalise_feed_id
 
 DEFAULT_WINDOW_SECONDS = 60
-SOURCE_PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}
 
 
 def to_obs(event: PriceEvent, heartbeat_s: int) -> Obs:
@@ -55,13 +61,13 @@ def to_obs(event: PriceEvent, heartbeat_s: int) -> Obs:
         round_id=int(event.round_id) if event.round_id is not None else None,
         event_id=event.event_id,
         heartbeat_s=heartbeat_s,
-        priority=SOURCE_PRIORITY.get(event.source, 9),
+        priority=source_priority(event.source),
     )
 
 
 def price_row(asset: str, r: WindowResult) -> PriceRow:
     return PriceRow(
-        price_id=deterministic_id("prices", asset, r.window_end_us),
+        price_id=price_id(asset, r.window_end_us),
         asset=asset,
         price=r.price,
         status=r.status,

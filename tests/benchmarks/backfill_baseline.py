@@ -65,7 +65,7 @@ PRICES_TOPIC, SETTLEMENTS_TOPIC = "market.prices.v1", "settlements.v1"
 MICROS = 1_000_000
 NANO = 1_000_000_000
 DAY_US = 86_400 * MICROS
-PRIORITY = {"chainlink": 0, "pyth": 1, "dex": 2, "cex": 3}
+PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}  # as transforms.composite_price
 STATUS = np.array(["ok", "degraded", "price_unavailable"], dtype=object)
 COLLATERAL = {"deposit": 1, "withdraw": -1, "liquidation": -1}
 DEBT = {"borrow": 1, "repay": -1}
