@@ -420,14 +420,16 @@ def price_ticks(prices: pa.Table):
 
 def margin_day(engine, settlements: list[Settlement], ticks: list, day: date):
     """Advances a shard's ``MarginShardEngine`` through one day (the streaming engine itself, fed
-    the day's composite price ticks and settlements); returns (health, events, rejected).
+    the day's composite price ticks and settlements, with ``advance_batch``: the same output as
+    ``advance``, account by account); returns (health, events, rejected).
     Closed accounts are purged at the end of the day (the stream purges them as its watermark
     passes their purge time)."""
     _, end = day_bounds_us(day)
-    out, later_s, later_t = engine.advance(settlements, ticks, end)
+    out, later_s, later_t = engine.advance_batch(settlements, ticks, end)
     if later_s or later_t:
         raise ValueError(f"{day}: settlements or prices after the day's end were passed in")
     engine.purge(end)
-    health = pa.Table.from_pylist([r.model_dump() for _, r in out.health], schema=HEALTH_SCHEMA)
+    dumped = [r if isinstance(r, dict) else r.model_dump() for _, r in out.health]
+    health = pa.Table.from_pylist(dumped, schema=HEALTH_SCHEMA)
     events = pa.Table.from_pylist([r.model_dump() for _, r in out.events], schema=EVENTS_SCHEMA)
     return health, events, out.rejected

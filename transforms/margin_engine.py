@@ -36,6 +36,7 @@ reopen it (it is refused as late) and state does not grow with every account eve
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -47,7 +48,7 @@ from schemas.events import MarginAlert, Settlement
 from schemas.tables import LiquidationPrice, MarginEventRow, MarginHealthRow
 from schemas.types import epoch_micros
 from transforms.margin_event_detector import AccountState, DetectorConfig, observe
-from transforms.margin_health import _CTX, health_score, liquidation_price
+from transforms.margin_health import _CTX, health_of, price_at_factor, threshold_factor
 from transforms.positions import Outcome, PositionBook
 
 MICROS = 1_000_000
@@ -95,11 +96,15 @@ class Rejected:
 
 @dataclass
 class MarginOutput:
-    health: list[tuple[int, MarginHealthRow]] = field(default_factory=list)  # (t_us, row)
+    # (t_us, row): a model, or its model_dump() dict with MarginShardEngine(dict_rows=True)
+    health: list[tuple[int, MarginHealthRow | dict]] = field(default_factory=list)
     events: list[tuple[int, MarginEventRow]] = field(default_factory=list)
     alerts: list[tuple[int, MarginAlert]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     stale_prices: int = 0  # price ticks older than the asset's current price: ignored, counted
+
+
+_BLOCK = 1024  # accounts screened at once by advance_batch: 1,024 x 1,440 instants x 8 B = 12 MB
 
 
 def _dt(us: int) -> datetime:
@@ -107,8 +112,11 @@ def _dt(us: int) -> datetime:
 
 
 class MarginShardEngine:
-    def __init__(self, config: MarginConfig | None = None):
+    def __init__(self, config: MarginConfig | None = None, *, dict_rows: bool = False):
+        """``dict_rows``: ``margin_health`` rows as ``model_dump()`` dicts, not models (the
+        backfill turns them into Arrow columns; models would only be dumped again)."""
         self.config = config or MarginConfig()
+        self.dict_rows = dict_rows
         d = self.config.detector
         self._thresholds = np.array([float(d.liquidation), float(d.margin_call), float(d.warning)])
         self.books: dict[str, PositionBook] = {}
@@ -128,6 +136,14 @@ class MarginShardEngine:
         self.next_snapshot_us: int | None = None
         self.closed_at: dict[str, int] = {}
         self._held: dict[tuple[int, ...], np.ndarray] = {}  # moved columns -> rows holding them
+        self._factors = (threshold_factor(d.liquidation), threshold_factor(d.margin_call))
+        liq, mc, warn = self._thresholds
+        self._safe = {  # zone code -> float healths surely inside the zone, NEAR from its bounds
+            ZONE_CODE["healthy"]: (warn + NEAR, np.inf),
+            ZONE_CODE["warning"]: (mc + NEAR, warn - NEAR),
+            ZONE_CODE["margin_call"]: (liq + NEAR, mc - NEAR),
+            ZONE_CODE["liquidation"]: (-np.inf, liq - NEAR),
+        }
 
     # ------------------------------------------------------------------ public API
 
@@ -142,16 +158,98 @@ class MarginShardEngine:
         out = MarginOutput()
         later_s = [s for s in settlements if epoch_micros(s.event_time) > until_us]
         later_t = [p for p in ticks if p.t_us > until_us]
+        events: list[tuple[int, int, str, object]] = []
+        for t, group in _instants(ticks, until_us):
+            # every asset priced at one instant moves together: one revaluation per instant
+            events.append((t, 0, "", group))
+        events += [(t, 1, s.event_id, s) for t, s in self._accept(settlements, until_us, out)]
+        events.sort(key=lambda e: (e[0], e[1], e[2]))
+        for t, kind, _, item in events:
+            self._snapshots_before(t, out, inclusive=False)
+            if kind == 0:
+                self._on_prices(item, out)
+            else:
+                self._on_settlement(item, t, out)
+            self.processed_us = max(self.processed_us or t, t)
+        self._snapshots_before(until_us, out, inclusive=True)
+        self.processed_us = max(self.processed_us or until_us, until_us)
+        return out, later_s, later_t
+
+    def advance_batch(
+        self, settlements: list[Settlement], ticks: list[PriceTick], until_us: int
+    ) -> tuple[MarginOutput, list[Settlement], list[PriceTick]]:
+        """``advance``, computed account by account: the same rows, events and alerts (in
+        another order) and the same state afterwards. The backfill's path.
+
+        ``advance`` screens every account holding a moved asset at every price instant: a day
+        of whole-market 1-minute packs is 1,440 numpy passes over the shard. Here the batch's
+        prices are laid out first (instants x assets; tick by tick, with the same staleness
+        rule), so that an account's float health at every instant between two of its
+        settlements is one matrix product, done for blocks of accounts at once. An account is
+        walked instant by instant only from where its float health leaves its zone or comes
+        within ``NEAR`` of a threshold; everything else only gets its snapshot rows.
+
+        Why the output is the same. Accounts share nothing but the prices, which are laid out
+        beforehand. An exact evaluation changes an account's state only when its exact zone
+        differs from its detector zone (``next_zone`` of its own result, at the same health and
+        status, is that result). The screen flags every instant where that can be -- float zone
+        different, or float health within NEAR, many orders above the float error, of a
+        threshold -- so both methods change the same states at the same instants at the same
+        prices, and an evaluation that changes nothing writes nothing.
+        """
+        out = MarginOutput()
+        later_s = [s for s in settlements if epoch_micros(s.event_time) > until_us]
+        later_t = [p for p in ticks if p.t_us > until_us]
+        accepted = self._accept(settlements, until_us, out)
+        instants = _instants(ticks, until_us)
+        for _, s in accepted:  # every column exists before the price matrix is laid out
+            self._col(s.asset)
+        for _, group in instants:
+            for p in group:
+                self._col(p.asset)
+        tape = _PriceTape(dict(self.prices), dict(self.status))
+        for t, group in instants:
+            moved = self._apply_prices(group, out)
+            tape.add(t, ",".join(p.asset for p in group), moved, self)
+        tape.freeze(len(self.asset_col))
+        first = min([t for t, _ in instants[:1]] + [t for t, _ in accepted] + [until_us])
+        snapshots = self._snapshot_times(first, until_us)
+
+        by_account: dict[str, list[tuple[int, Settlement]]] = {}
+        for t, s in sorted(accepted, key=lambda e: (e[0], e[1].event_id)):
+            by_account.setdefault(s.account_id, []).append((t, s))
+        # Accounts without settlements in the batch: positions fixed, screened in blocks.
+        quiet = [a for a in sorted(self.books) if a not in by_account]
+        for lo in range(0, len(quiet), _BLOCK):
+            block = quiet[lo : lo + _BLOCK]
+            rows = np.array([self.row_of[a] for a in block], dtype=np.int64)
+            screen = tape.screen(self.coll[rows], self.debt[rows])
+            for i, account in enumerate(block):
+                if (
+                    screen.eligible[i] & self._unsafe(screen.health[i], self.zone_code[rows[i]])
+                ).any():
+                    self._walk(account, [], snapshots, tape, out, screen.row(i))
+                elif self.books[account].debt:
+                    for at in snapshots:
+                        k = tape.index_at(at)
+                        self._evaluate(account, at, "snapshot", "", out, observe_zone=False,
+                                       prices=tape.prices(k), statuses=tape.statuses(k))  # fmt: skip
+        for account, its in by_account.items():
+            self._walk(account, its, snapshots, tape, out, None)
+        if snapshots:
+            self.next_snapshot_us = snapshots[-1] + self.config.snapshot_s * MICROS
+        self._held.clear()
+        self.processed_us = max(self.processed_us or until_us, until_us)
+        return out, later_s, later_t
+
+    def _accept(
+        self, settlements: list[Settlement], until_us: int, out: MarginOutput
+    ) -> list[tuple[int, Settlement]]:
+        """(time applied, settlement) of those at or before ``until_us``; a settlement behind the
+        processed time is applied at it within the allowed lateness, refused beyond."""
         floor = self.processed_us
         lateness = self.config.allowed_lateness_s * MICROS
-        events: list[tuple[int, int, str, object]] = []
-        by_t: dict[int, list[PriceTick]] = {}
-        for p in ticks:
-            if p.t_us <= until_us:
-                by_t.setdefault(p.t_us, []).append(p)
-        for t, group in by_t.items():
-            # every asset priced at one instant moves together: one revaluation per instant
-            events.append((t, 0, "", sorted(group, key=lambda p: p.asset)))
+        kept = []
         for s in settlements:
             t = epoch_micros(s.event_time)
             if t > until_us:
@@ -173,18 +271,72 @@ class MarginShardEngine:
                     )
                     continue
                 t = floor  # within the allowed lateness: applied now, valued at current prices
-            events.append((t, 1, s.event_id, s))
-        events.sort(key=lambda e: (e[0], e[1], e[2]))
-        for t, kind, _, item in events:
-            self._snapshots_before(t, out, inclusive=False)
-            if kind == 0:
-                self._on_prices(item, out)
+            kept.append((t, s))
+        return kept
+
+    def _snapshot_times(self, first_us: int, until_us: int) -> list[int]:
+        """The snapshot instants ``advance`` would write up to ``until_us``, the first event of
+        the batch (or ``until_us``) starting the clock when it has not started yet."""
+        step = self.config.snapshot_s * MICROS
+        if not step:
+            return []
+        if self.next_snapshot_us is None:
+            self.next_snapshot_us = first_us - first_us % step + step
+        return list(range(self.next_snapshot_us, until_us + 1, step))
+
+    def _walk(self, account, its, snapshots, tape, out, screened) -> None:
+        """One account through the batch in event-time order: price instants (screened), its
+        settlements (after the prices of their instant) and snapshots (after every event at or
+        before them)."""
+        timeline = [(t, 1, s) for t, s in its] + [(at, 2, None) for at in snapshots]
+        timeline.sort(key=lambda e: (e[0], e[1]))  # stable: settlements keep their id order
+        k = 0
+        for t, kind, s in timeline:
+            end = tape.index_at(t) + 1  # instants at or before t come first
+            self._walk_prices(account, k, end, tape, out, screened)
+            k = end
+            prices, statuses = tape.prices(end - 1), tape.statuses(end - 1)
+            if kind == 1:
+                self._on_settlement(s, t, out, prices=prices, statuses=statuses)
+                screened = None  # positions changed: the block's screen no longer holds
             else:
-                self._on_settlement(item, t, out)
-            self.processed_us = max(self.processed_us or t, t)
-        self._snapshots_before(until_us, out, inclusive=True)
-        self.processed_us = max(self.processed_us or until_us, until_us)
-        return out, later_s, later_t
+                book = self.books.get(account)
+                if book is not None and book.debt:
+                    self._evaluate(account, t, "snapshot", "", out, observe_zone=False,
+                                   prices=prices, statuses=statuses)  # fmt: skip
+        self._walk_prices(account, k, tape.size, tape, out, screened)
+
+    def _walk_prices(self, account, k0, k1, tape, out, screened) -> None:
+        """Exact evaluations of ``account`` at the flagged instants of [k0, k1)."""
+        r = self.row_of.get(account)
+        if k0 >= k1 or r is None:
+            return
+        if screened is None:
+            s = tape.screen(self.coll[r : r + 1], self.debt[r : r + 1], k0, k1)
+            health, eligible = s.health[0], s.eligible[0]
+        else:
+            health, eligible = (a[k0:k1] for a in screened)
+        z, i = self.zone_code[r], 0
+        while i < k1 - k0:
+            flagged = np.flatnonzero(eligible[i:] & self._unsafe(health[i:], z)) + i
+            for j in flagged.tolist():
+                k = k0 + j
+                self._evaluate(account, tape.t[k], "price", tape.refs[k], out, observe_zone=True,
+                               only_change=True, prices=tape.prices(k),
+                               statuses=tape.statuses(k))  # fmt: skip
+                if self.zone_code[r] != z:  # a new zone: screen the rest against it
+                    z, i = self.zone_code[r], j + 1
+                    break
+            else:
+                return
+
+    def _unsafe(self, health: np.ndarray, zone_code: int) -> np.ndarray:
+        """Where float health may not be in the zone: outside it, or within NEAR of one of its
+        bounds (``_on_prices``'s "float zone differs or near a threshold", as an interval)."""
+        if zone_code == ZONE_CODE["no_debt"]:
+            return ~np.isnan(health)
+        lo, hi = self._safe[zone_code]
+        return ~((health >= lo) & (health <= hi))  # nan (no debt): unsafe
 
     def purge(self, until_us: int) -> int:
         """Forgets accounts closed for at least the purge delay; returns how many."""
@@ -212,7 +364,9 @@ class MarginShardEngine:
 
     # ------------------------------------------------------------------ settlements
 
-    def _on_settlement(self, s: Settlement, t: int, out: MarginOutput) -> None:
+    def _on_settlement(
+        self, s: Settlement, t: int, out: MarginOutput, prices=None, statuses=None
+    ) -> None:
         book = self.books.get(s.account_id)
         if book is None:
             book = self.books[s.account_id] = PositionBook(s.account_id)
@@ -229,11 +383,22 @@ class MarginShardEngine:
             self.closed_at[s.account_id] = t
         else:
             self.closed_at.pop(s.account_id, None)
-        self._evaluate(s.account_id, t, "settlement", s.event_id, out, observe_zone=True)
+        self._evaluate(
+            s.account_id,
+            t,
+            "settlement",
+            s.event_id,
+            out,
+            observe_zone=True,
+            prices=prices,
+            statuses=statuses,
+        )
 
     # ------------------------------------------------------------------ prices
 
-    def _on_prices(self, group: list[PriceTick], out: MarginOutput) -> None:
+    def _apply_prices(self, group: list[PriceTick], out: MarginOutput) -> list[int]:
+        """Takes an instant's ticks as the latest prices; returns the columns that moved (a tick
+        older than its asset's current price is stale: ignored, counted)."""
         moved = []
         for p in group:
             if p.t_us < self.price_us.get(p.asset, -1):
@@ -246,6 +411,10 @@ class MarginShardEngine:
             if p.price is not None:
                 self.prices[p.asset] = p.price
                 self.pvec[j] = float(p.price)
+        return moved
+
+    def _on_prices(self, group: list[PriceTick], out: MarginOutput) -> None:
+        moved = self._apply_prices(group, out)
         n = len(self.accounts)
         if not moved or n == 0:
             return
@@ -285,13 +454,7 @@ class MarginShardEngine:
         return hold.any(axis=1)
 
     def _float_zone(self, health: np.ndarray, debt: np.ndarray) -> np.ndarray:
-        liq, mc, warn = self._thresholds
-        code = np.full(health.shape, ZONE_CODE["healthy"], dtype=np.int8)
-        code[health < warn] = ZONE_CODE["warning"]
-        code[health < mc] = ZONE_CODE["margin_call"]
-        code[health < liq] = ZONE_CODE["liquidation"]
-        code[~(debt > 0)] = ZONE_CODE["no_debt"]
-        return code
+        return float_zone(health, debt, self._thresholds)
 
     # ------------------------------------------------------------------ valuation
 
@@ -305,14 +468,19 @@ class MarginShardEngine:
         *,
         observe_zone: bool,
         only_change: bool = False,
+        prices: dict[str, Decimal] | None = None,
+        statuses: dict[str, str] | None = None,
     ) -> None:
+        """Values ``account`` at ``prices``/``statuses`` (default: the latest ones)."""
+        prices = self.prices if prices is None else prices
+        statuses = self.status if statuses is None else statuses
         book = self.books[account]
         held = (*book.collateral, *book.debt)
-        if any(a not in self.prices for a in held):
+        if any(a not in prices for a in held):
             return  # never priced: nothing to value yet (the next price of it revalues)
-        coll_usd, debt_usd = book.value_usd(self.prices)
-        health = health_score(coll_usd, debt_usd)
-        status = max((self.status.get(a, "ok") for a in held), key=STATUS_RANK.get, default="ok")
+        coll_usd, debt_usd = book.value_usd(prices)
+        health = health_of(coll_usd, debt_usd)
+        status = max((statuses.get(a, "ok") for a in held), key=STATUS_RANK.get, default="ok")
         state = self.states[account]
         before = state.zone
         events: list[MarginEventRow] = []
@@ -328,7 +496,17 @@ class MarginShardEngine:
             (
                 t,
                 self._health_row(
-                    account, t, trigger, ref, book, coll_usd, debt_usd, health, state.zone, status
+                    account,
+                    t,
+                    trigger,
+                    ref,
+                    book,
+                    coll_usd,
+                    debt_usd,
+                    health,
+                    state.zone,
+                    status,
+                    prices,
                 ),
             )
         )
@@ -354,36 +532,40 @@ class MarginShardEngine:
                 )
 
     def _health_row(
-        self, account, t, trigger, ref, book, coll_usd, debt_usd, health, zone, status
-    ) -> MarginHealthRow:
+        self, account, t, trigger, ref, book, coll_usd, debt_usd, health, zone, status, prices
+    ) -> MarginHealthRow | dict:
+        # The hot path of a backfill (millions of rows): the amounts are the engine's own checked
+        # Decimals, so rows are built without re-validation (a test checks that they equal
+        # validated ones), and as plain dicts (``model_dump``'s) when ``dict_rows``.
         liq = []
         if debt_usd > 0:
+            at_liq, at_call = self._factors
             with localcontext(_CTX):
                 for asset, qty in sorted(book.collateral.items()):
-                    other = coll_usd - qty * self.prices[asset]
+                    other = max(coll_usd - qty * prices[asset], _ZERO)
                     liq.append(
-                        LiquidationPrice(
-                            asset=asset,
-                            liquidation_price=_q(liquidation_price(qty, debt_usd, max(other, 0))),
-                            margin_call_price=_q(
-                                liquidation_price(
-                                    qty, debt_usd, max(other, 0), self.config.detector.margin_call
-                                )
-                            ),
-                        )
+                        {
+                            "asset": asset,
+                            "liquidation_price": _q(price_at_factor(qty, debt_usd, other, at_liq)),
+                            "margin_call_price": _q(price_at_factor(qty, debt_usd, other, at_call)),
+                        }
                     )
-        return MarginHealthRow(
-            row_id=deterministic_id("margin_health", account, t, trigger, ref),
-            account_id=account,
-            event_ts=_dt(t),
-            trigger=trigger,
-            collateral_usd=_q(coll_usd),
-            borrow_usd=_q(debt_usd),
-            health_score=_q(health),
-            zone=zone,
-            liquidation_prices=liq,
-            price_status=status,
-        )
+        row = {
+            "row_id": deterministic_id("margin_health", account, t, trigger, ref),
+            "account_id": account,
+            "event_ts": _dt(t),
+            "trigger": trigger,
+            "collateral_usd": _q(coll_usd),
+            "borrow_usd": _q(debt_usd),
+            "health_score": _q(health),
+            "zone": zone,
+            "liquidation_prices": liq,
+            "price_status": status,
+        }
+        if self.dict_rows:
+            return row
+        row["liquidation_prices"] = [LiquidationPrice.model_construct(**x) for x in liq]
+        return MarginHealthRow.model_construct(**row)
 
     def _snapshots_before(self, t: int, out: MarginOutput, inclusive: bool) -> None:
         step = self.config.snapshot_s * MICROS
@@ -448,9 +630,106 @@ class MarginShardEngine:
         self.closed_at.pop(account, None)
 
 
+_NINE = Decimal("1e-9")
+_ZERO = Decimal(0)
+
+
 def _q(x: Decimal | None) -> Decimal | None:
     """Nine decimal places: what BigQuery NUMERIC and the Parquet decimal128(38, 9) hold."""
-    if x is None:
-        return None
-    with localcontext(_CTX):
-        return x.quantize(Decimal("1e-9"))
+    return None if x is None else x.quantize(_NINE, context=_CTX)
+
+
+def float_zone(health: np.ndarray, debt: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Zone codes of float healths (any shape): the screen's approximation of ``zone``."""
+    liq, mc, warn = thresholds
+    code = np.full(health.shape, ZONE_CODE["healthy"], dtype=np.int8)
+    code[health < warn] = ZONE_CODE["warning"]
+    code[health < mc] = ZONE_CODE["margin_call"]
+    code[health < liq] = ZONE_CODE["liquidation"]
+    code[~(debt > 0)] = ZONE_CODE["no_debt"]
+    return code
+
+
+def _instants(ticks: list[PriceTick], until_us: int) -> list[tuple[int, list[PriceTick]]]:
+    """The ticks at or before ``until_us`` grouped by instant, in time order, each group in asset
+    order."""
+    by_t: dict[int, list[PriceTick]] = {}
+    for p in ticks:
+        if p.t_us <= until_us:
+            by_t.setdefault(p.t_us, []).append(p)
+    return [(t, sorted(by_t[t], key=lambda p: p.asset)) for t in sorted(by_t)]
+
+
+@dataclass
+class _Screen:
+    """Per account (rows) and instant (columns): float health (nan without debt), and eligible
+    (holds an asset that moved, and none never priced)."""
+
+    health: np.ndarray
+    eligible: np.ndarray
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.health[i], self.eligible[i]
+
+
+class _PriceTape:
+    """A batch's price instants as ``advance`` would see them one after the other: times, refs,
+    the float price matrix, the moved columns, and the Decimal prices and statuses after each
+    instant (index -1: before the batch)."""
+
+    def __init__(self, prices: dict[str, Decimal], statuses: dict[str, str]):
+        self.t: list[int] = []
+        self.refs: list[str] = []
+        self._prices: list[dict[str, Decimal]] = [prices]
+        self._statuses: list[dict[str, str]] = [statuses]
+        self._pvecs: list[np.ndarray] = []
+        self._moved: list[list[int]] = []
+
+    def add(self, t: int, ref: str, moved: list[int], engine: MarginShardEngine) -> None:
+        self.t.append(t)
+        self.refs.append(ref)
+        self._moved.append(moved)
+        self._pvecs.append(engine.pvec.copy())
+        self._prices.append(dict(engine.prices))
+        self._statuses.append(dict(engine.status))
+
+    def freeze(self, width: int) -> None:
+        self.size = len(self.t)
+        self.price = np.full((self.size, width), np.nan)
+        self.moved = np.zeros((self.size, width), dtype=bool)
+        for k, (pvec, moved) in enumerate(zip(self._pvecs, self._moved, strict=True)):
+            self.price[k, : pvec.size] = pvec
+            self.moved[k, moved] = True
+        self._pvecs = []
+        # assets x instants, as floats: the screen multiplies positions with them
+        self.valued_t = np.ascontiguousarray(np.nan_to_num(self.price, nan=0.0).T)
+        self.moved_t = np.ascontiguousarray(self.moved.T, dtype=np.float64)
+        self.unpriced_t = np.ascontiguousarray(np.isnan(self.price).T, dtype=np.float64)
+
+    def index_at(self, t: int) -> int:
+        """Index of the last instant at or before ``t`` (-1: none)."""
+        return bisect_right(self.t, t) - 1
+
+    def prices(self, k: int) -> dict[str, Decimal]:
+        return self._prices[k + 1]
+
+    def statuses(self, k: int) -> dict[str, str]:
+        return self._statuses[k + 1]
+
+    def screen(self, coll, debt, k0: int = 0, k1: int | None = None) -> _Screen:
+        """The float screen of accounts with positions ``coll``/``debt`` (rows x assets) held
+        over instants [k0, k1): ``_on_prices``'s valuation for all of them at once."""
+        k1 = self.size if k1 is None else k1
+        width = self.valued_t.shape[0]
+        holds = (coll[:, :width] != 0) | (debt[:, :width] != 0)
+        cols = np.flatnonzero(holds.any(axis=0))  # only the assets held: often 2 of 20
+        coll, debt, holds = coll[:, cols], debt[:, cols], holds[:, cols].astype(np.float64)
+        valued = self.valued_t[cols, k0:k1]
+        c, d = coll @ valued, debt @ valued
+        health = np.full(d.shape, np.nan)
+        np.divide(c - d, d, out=health, where=d > 0)  # no debt: no health (nan)
+        health *= 100.0
+        eligible = (holds @ self.moved_t[cols, k0:k1] > 0) & ~(
+            holds @ self.unpriced_t[cols, k0:k1] > 0
+        )
+        return _Screen(health, eligible)
