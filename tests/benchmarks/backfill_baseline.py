@@ -416,6 +416,13 @@ class Positions:
         self.accounts: list[str] = []
         self.account_ix: dict[str, int] = {}
         self.bal = np.zeros((2, 0, len(self.assets)), dtype=np.int64)  # [collateral, debt]
+        self.log: dict[str, np.ndarray] = {}  # the last day's settlements, in time order
+
+    def grow(self) -> None:
+        grow_a = len(self.accounts) - self.bal.shape[1]
+        grow_s = len(self.assets) - self.bal.shape[2]
+        if grow_a > 0 or grow_s > 0:
+            self.bal = np.pad(self.bal, ((0, 0), (0, max(grow_a, 0)), (0, max(grow_s, 0))))
 
     def _index(self, values: np.ndarray, ix: dict, names: list) -> np.ndarray:
         out = np.empty(len(values), dtype=np.int64)
@@ -428,7 +435,18 @@ class Positions:
         return out
 
     def apply(self, t: pa.Table) -> int:
-        """A day of settlements, in (event time, event id) order; returns how many were refused."""
+        """A day of settlements, in (event time, event id) order; returns how many were refused.
+        ``log`` keeps them (time, event id, account, asset, side, signed amount, applied) for the
+        margin replay."""
+        self.log = {
+            "t_us": np.zeros(0, np.int64),
+            "event_id": np.zeros(0, object),
+            "account": np.zeros(0, np.int64),
+            "asset": np.zeros(0, np.int64),
+            "side": np.zeros(0, np.int64),
+            "delta": np.zeros(0, np.int64),
+            "applied": np.zeros(0, bool),
+        }
         if t is None or t.num_rows == 0:
             return 0
         eid = _strings(t["event_id"])
@@ -438,10 +456,7 @@ class Positions:
         t = t.take(pa.array(order))
         acct = self._index(_strings(t["account_id"]), self.account_ix, self.accounts)
         asset = self._index(_strings(t["asset"]), self.asset_ix, self.assets)
-        grow_a = len(self.accounts) - self.bal.shape[1]
-        grow_s = len(self.assets) - self.bal.shape[2]
-        if grow_a > 0 or grow_s > 0:
-            self.bal = np.pad(self.bal, ((0, 0), (0, max(grow_a, 0)), (0, max(grow_s, 0))))
+        self.grow()
         kinds = _strings(t["kind"])
         side = np.array([0 if k in COLLATERAL else 1 for k in kinds.tolist()], dtype=np.int64)
         sign = np.array([COLLATERAL.get(k) or DEBT[k] for k in kinds.tolist()], dtype=np.int64)
@@ -458,17 +473,27 @@ class Positions:
         sizes = np.diff(np.r_[starts, len(k_sorted)])
         base = np.repeat(csum[starts] - d_sorted[starts], sizes)
         running = bal[k_sorted] + csum - base
-        refused = 0
         bad_keys = np.unique(k_sorted[running < 0])
         good = ~np.isin(k_sorted, bad_keys)
         np.add.at(bal, k_sorted[good], d_sorted[good])
         for key in bad_keys.tolist():  # sequential, refusing what would go below zero
-            for d in d_sorted[k_sorted == key].tolist():
-                if bal[key] + d < 0:
-                    refused += 1
-                else:
-                    bal[key] += d
-        return refused
+            for i in np.flatnonzero(k_sorted == key).tolist():
+                if bal[key] + d_sorted[i] < 0:
+                    continue
+                bal[key] += d_sorted[i]
+                good[i] = True
+        applied = np.empty(len(good), dtype=bool)
+        applied[by_key] = good
+        self.log = {
+            "t_us": _int64(t["event_time"]),
+            "event_id": _strings(t["event_id"]),
+            "account": acct,
+            "asset": asset,
+            "side": side,
+            "delta": delta,
+            "applied": applied,
+        }
+        return int((~applied).sum())
 
 
 # ------------------------------------------------------------------------------------- VaR
@@ -557,6 +582,537 @@ def var_day(pos: Positions, history: dict[str, deque], end_us: int, cfg: VarSett
     return pa.table(cols, schema=VAR_SCHEMA)
 
 
+# ---------------------------------------------------------------------------------- margin
+ND, HE, WA, MC, LI = range(5)  # zone codes
+ZONES = np.array(["no_debt", "healthy", "warning", "margin_call", "liquidation"], dtype=object)
+RANK = np.array([0, 0, 1, 2, 3], dtype=np.int8)  # no_debt and healthy rank alike
+EVENT_TYPES = np.array(["margin_call", "liquidation", "recovered"], dtype=object)
+TRIGGERS = np.array(["settlement", "price", "snapshot"], dtype=object)
+NEAR = 1e-9  # a collateral / debt ratio this close (relative) to a threshold: decided in integers
+NO_ALERT = np.iinfo(np.int64).min // 2
+BLOCK = 256  # segments per block of the exact pass: (instants x BLOCK) float matrices
+
+HEALTH_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("event_ts", pa.timestamp("us", tz="UTC")),
+        ("trigger", pa.string()),
+        ("ref", pa.string()),  # settlement event id, the assets priced at the instant, or ""
+        ("collateral_usd", pa.float64()),
+        ("borrow_usd", pa.float64()),
+        ("health_score", pa.float64()),
+        ("zone", pa.string()),
+        ("price_status", pa.string()),
+        (
+            "liquidation_prices",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("asset", pa.string()),
+                        ("liquidation_price", pa.float64()),
+                        ("margin_call_price", pa.float64()),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("event_type", pa.string()),
+        ("zone", pa.string()),
+        ("previous_zone", pa.string()),
+        ("health_score", pa.float64()),
+        ("event_ts", pa.timestamp("us", tz="UTC")),
+        ("alerted", pa.bool_()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class MarginSettings:
+    warning: Fraction = Fraction(50)
+    margin_call: Fraction = Fraction(30)
+    liquidation: Fraction = Fraction(15)
+    band: Fraction = Fraction(2)
+    cooldown_s: int = 300
+    snapshot_s: int = 86_400  # 0: no snapshots
+
+    @property
+    def bounds(self) -> tuple[Fraction, ...]:
+        """The health levels the rules compare with; bit i of a health's ``ge`` code is set when
+        health >= bounds[i]: liquidation, liquidation + band, margin call, margin call + band,
+        warning."""
+        lq, mc, b = self.liquidation, self.margin_call, self.band
+        return (lq, lq + b, mc, mc + b, self.warning)
+
+    @property
+    def ratios(self) -> np.ndarray:
+        """The bounds as collateral / debt ratios: health >= T <=> C / D >= 1 + T / 100."""
+        return np.array([1 + float(x) / 100 for x in self.bounds])
+
+
+def next_zone(z: np.ndarray, ge: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """The detector's zone after one observation, elementwise: ``z`` the zone before, ``ge`` the
+    health's bits (see ``MarginSettings.bounds``; -1: no debt), ``bad`` a price status other than
+    ok. Worse zones are entered at once, except margin_call / liquidation on a bad price (the zone
+    is held, healthy goes to warning); better ones only past the band."""
+    raw = np.where((ge & 1) == 0, LI, np.where((ge & 4) == 0, MC, np.where((ge & 16) == 0, WA, HE)))
+    rr, zr = RANK[raw], RANK[z]
+    out = np.where((rr > zr) & bad & (rr >= RANK[MC]), np.where(zr >= RANK[WA], z, WA), raw)
+    better = rr < zr
+    out = np.where(better & (z == LI) & ((ge & 2) == 0), LI, out)
+    from_mc = better & ((z == MC) | ((z == LI) & ((ge & 2) != 0))) & ((ge & 8) == 0)
+    out = np.where(from_mc, MC, out)
+    return np.where(ge < 0, ND, out).astype(np.int8)
+
+
+def event_type(previous: int, new: int) -> int:
+    """Index into EVENT_TYPES of a zone change, -1 when it is no event."""
+    if new in (MC, LI) and RANK[new] > RANK[previous]:
+        return 0 if new == MC else 1
+    if RANK[previous] >= RANK[MC] and RANK[new] < RANK[MC]:
+        return 2
+    return -1
+
+
+@dataclass
+class Timeline:
+    """A day's composite prices as states: row 0 is the state carried from the day before, row
+    k + 1 the state after the instant ``t[k]``; per asset the last good price (1e-9 units and
+    float), the status of its last row, and whether it has had no good price yet."""
+
+    t: np.ndarray  # K instants (window ends), us
+    nano: np.ndarray  # (K + 1) x A int64
+    price: np.ndarray  # (K + 1) x A float64
+    status: np.ndarray  # (K + 1) x A int8 (STATUS codes)
+    unpriced: np.ndarray  # (K + 1) x A bool
+    refs: np.ndarray  # per instant: the assets with a row at it, by name, comma-joined
+
+    def state_at(self, t_us) -> np.ndarray:
+        """The state after every instant <= t (prices come before settlements at one instant)."""
+        return np.searchsorted(self.t, t_us, side="right")
+
+
+class MarginState:
+    """What the margin replay carries from day to day (accounts and assets as in Positions)."""
+
+    def __init__(self, settings: MarginSettings):
+        self.settings = settings
+        self.nano = np.zeros(0, np.int64)
+        self.priced = np.zeros(0, bool)
+        self.status = np.zeros(0, np.int8)
+        self.zone = np.zeros(0, np.int8)
+        self.last_alert = np.zeros((0, len(EVENT_TYPES)), np.int64)  # per account and type
+        self.next_snapshot_us: int | None = None
+
+    def grow(self, n_accounts: int, n_assets: int) -> None:
+        a = n_assets - len(self.nano)
+        if a > 0:
+            self.nano = np.pad(self.nano, (0, a))
+            self.priced = np.pad(self.priced, (0, a))
+            self.status = np.pad(self.status, (0, a))
+        n = n_accounts - len(self.zone)
+        if n > 0:
+            self.zone = np.pad(self.zone, (0, n))
+            self.last_alert = np.pad(self.last_alert, ((0, n), (0, 0)), constant_values=NO_ALERT)
+
+
+def timeline(prices: pa.Table, ms: MarginState, pos: Positions) -> Timeline:
+    """The day's ``prices`` rows (price null when unavailable) as price states; the last one is
+    carried to the next day."""
+    k_n = 0
+    if prices.num_rows:
+        enc = pc.dictionary_encode(prices["asset"]).combine_chunks()
+        names = np.array(enc.dictionary.to_pylist(), dtype=object)
+        cols = pos._index(names, pos.asset_ix, pos.assets)[enc.indices.to_numpy()]
+        pos.grow()
+        t, k = np.unique(_int64(prices["window_end"]), return_inverse=True)
+        k_n = len(t)
+        status = pc.index_in(prices["status"], value_set=pa.array(STATUS.tolist(), pa.string()))
+        status = _int64(status).astype(np.int8)
+        good = pc.is_valid(prices["price_nano"]).to_numpy(zero_copy_only=False)
+        nano = _int64(pc.fill_null(prices["price_nano"], 0))
+    else:
+        t = np.zeros(0, np.int64)
+    a_n = len(pos.assets)
+    ms.grow(0, a_n)
+    carry_nano, carry_status, carry_unpriced = ms.nano, ms.status, ~ms.priced
+    has = np.zeros((k_n, a_n), bool)
+    if k_n:
+        has[k, cols] = True
+        tick_status = np.zeros((k_n, a_n), np.int8)
+        tick_status[k, cols] = status
+        tick_nano = np.zeros((k_n, a_n), np.int64)
+        tick_nano[k[good], cols[good]] = nano[good]
+        good_tick = np.zeros((k_n, a_n), bool)
+        good_tick[k[good], cols[good]] = True
+        rows, every = np.arange(k_n)[:, None], np.arange(a_n)[None, :]
+        last = np.maximum.accumulate(np.where(has, rows, -1), axis=0)
+        st = np.where(last >= 0, tick_status[np.maximum(last, 0), every], carry_status)
+        last = np.maximum.accumulate(np.where(good_tick, rows, -1), axis=0)
+        nn = np.where(last >= 0, tick_nano[np.maximum(last, 0), every], carry_nano)
+        un = (last < 0) & carry_unpriced
+    else:
+        st = np.zeros((0, a_n), np.int8)
+        nn = np.zeros((0, a_n), np.int64)
+        un = np.zeros((0, a_n), bool)
+    nn = np.vstack([carry_nano, nn])
+    st = np.vstack([carry_status, st])
+    un = np.vstack([carry_unpriced, un])
+    ms.nano, ms.status, ms.priced = nn[-1].copy(), st[-1].copy(), ~un[-1]
+    by_name = np.argsort(np.array(pos.assets, dtype=str))
+    sorted_names = np.array(pos.assets, dtype=object)[by_name]
+    refs = np.empty(k_n, dtype=object)
+    if k_n:
+        pattern, which = np.unique(has[:, by_name], axis=0, return_inverse=True)
+        text = np.array([",".join(sorted_names[p]) for p in pattern], dtype=object)
+        refs[:] = text[which.reshape(-1)]
+    return Timeline(t, nn, nn / NANO, st, un, refs)
+
+
+def _range_reduce(ufunc, a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``ufunc`` over rows lo..hi (inclusive, lo <= hi) of ``a``, for every pair at once."""
+    padded = np.vstack([a, a[-1:]])  # hi + 1 may be len(a)
+    idx = np.empty(2 * len(lo), dtype=np.int64)
+    idx[0::2], idx[1::2] = lo, hi + 1
+    return ufunc.reduceat(padded, idx, axis=0)[0::2]
+
+
+def _ge_bits(c: np.ndarray, d: np.ndarray, ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Health bits of collateral / debt values (float), and where a ratio is too close to call."""
+    ge = np.zeros(c.shape, np.int8)
+    near = np.zeros(c.shape, bool)
+    for i, r in enumerate(ratios.tolist()):
+        x = c - r * d
+        ge |= (x >= 0).astype(np.int8) << i
+        near |= np.abs(x) <= NEAR * r * d
+    return ge, near
+
+
+def _exact_bits(qc: np.ndarray, qd: np.ndarray, nano: np.ndarray, bounds) -> int:
+    """Health bits in integers (units of 1e-18 USD): 100 (C - D) >= T D for each bound T."""
+    c = sum(int(q) * int(p) for q, p in zip(qc.tolist(), nano.tolist(), strict=True))
+    d = sum(int(q) * int(p) for q, p in zip(qd.tolist(), nano.tolist(), strict=True))
+    if d == 0:
+        return -1
+    return sum(
+        1 << i for i, b in enumerate(bounds) if 100 * b.denominator * (c - d) >= b.numerator * d
+    )
+
+
+@dataclass
+class MarginOut:
+    """A day's margin rows as they are found: health rows (their positions and price state, for
+    valuing them all at once), events and zone changes (account, time, order, zone)."""
+
+    rows: list[tuple] = field(default_factory=list)  # (acct, t, trigger, ref, zone, state, qc, qd)
+    events: list[tuple] = field(default_factory=list)  # (acct, t, seq, type, zone, prev, health)
+    changes: list[tuple] = field(default_factory=list)  # (acct, t, seq, zone)
+
+
+def _fixed_by_bounds(z, rlo, rhi, debt, ratios) -> np.ndarray:
+    """True where every health in [rlo, rhi] (collateral / debt ratios) keeps zone ``z``."""
+    up, dn = 1 + NEAR, 1 - NEAR
+    with np.errstate(invalid="ignore"):
+        keep = np.select(
+            [z == HE, z == WA, z == MC, z == LI],
+            [
+                rlo >= ratios[4] * up,
+                (rlo >= ratios[2] * up) & (rhi < ratios[4] * dn),
+                (rlo >= ratios[0] * up) & (rhi < ratios[3] * dn),
+                rhi < ratios[1] * dn,
+            ],
+            False,
+        )
+    return np.where(debt, keep, z == ND)
+
+
+def margin_segments(out: MarginOut, tl: Timeline, ms: MarginState, acc, qc, qd, lo, hi,
+                    settle_t=None, settle_ref=None, seq0: int = 0) -> None:  # fmt: skip
+    """One segment per account: constant positions ``qc``, ``qd`` (1e-9 token) observed at the
+    price states lo..hi; with ``settle_t`` the first observation is the settlement's (a row
+    always). Updates ``ms.zone`` and collects rows, events and zone changes.
+
+    Three passes, each on what the previous could not settle: (1) bounds: the collateral / debt
+    ratio between its smallest (every asset at its lowest price of the span) and largest value
+    keeps the zone; (2) per block of segments, the ratio at every state (a matrix product) never
+    changes the zone; (3) per segment, the detector walked from change to change."""
+    st = ms.settings
+    ratios = st.ratios
+    z = ms.zone[acc].copy()
+    held = (qc != 0) | (qd != 0)
+    debt = (qd != 0).any(axis=1)
+    settle = settle_t is not None
+    open_ = np.flatnonzero(lo <= hi)
+    qcf, qdf = qc / NANO, qd / NANO
+    fixed = np.zeros(len(acc), bool)
+    if open_.size:
+        # per distinct span (most accounts share the whole day): each asset's range
+        span, which = np.unique(np.stack([lo[open_], hi[open_]]), axis=1, return_inverse=True)
+        which = which.reshape(-1)
+        pmin = _range_reduce(np.minimum, tl.price, span[0], span[1])[which]
+        pmax = _range_reduce(np.maximum, tl.price, span[0], span[1])[which]
+        unp = _range_reduce(np.maximum, tl.unpriced.view(np.uint8), span[0], span[1])[which] > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rlo = (qcf[open_] * pmin).sum(axis=1) / (qdf[open_] * pmax).sum(axis=1)
+            rhi = (qcf[open_] * pmax).sum(axis=1) / (qdf[open_] * pmin).sum(axis=1)
+        fixed[open_] = _fixed_by_bounds(z[open_], rlo, rhi, debt[open_], ratios) & ~(
+            held[open_] & unp
+        ).any(axis=1)
+    fixed |= lo > hi  # nothing observed
+    rest = np.flatnonzero(~fixed)
+    if settle:  # rows of the settled segments: zone unchanged (every held asset priced)
+        f = np.flatnonzero(fixed)
+        out.rows += [
+            (acc[f], settle_t[f], np.zeros(len(f), np.int8), settle_ref[f], z[f], lo[f], qc[f],
+             qd[f])
+        ]  # fmt: skip
+    for b0 in range(0, len(rest), BLOCK):
+        blk = rest[b0 : b0 + BLOCK]
+        s0, s1 = int(lo[blk].min()), int(hi[blk].max())
+        states = np.arange(s0, s1 + 1)[:, None]
+        price = tl.price[s0 : s1 + 1]
+        c, d = price @ qcf[blk].T, price @ qdf[blk].T
+        hf = held[blk].astype(np.float64).T
+        priced = (tl.unpriced[s0 : s1 + 1].astype(np.float64) @ hf) == 0
+        bad_s = tl.status[s0 : s1 + 1] > 0
+        bad = (bad_s.astype(np.float64) @ hf) > 0 if bad_s.any() else np.zeros(c.shape, bool)
+        ge, near = _ge_bits(c, d, ratios)
+        ge[:, ~debt[blk]] = -1
+        near[:, ~debt[blk]] = False
+        seen = (states >= lo[blk]) & (states <= hi[blk]) & priced
+        zb = z[blk]
+        moves = (seen & ((next_zone(zb[None, :], ge, bad) != zb) | near)).any(axis=0)
+        for jj, j in enumerate(blk.tolist()):
+            rows = slice(int(lo[j]) - s0, int(hi[j]) - s0 + 1)
+            if not moves[jj]:
+                if settle and seen[rows.start, jj]:
+                    out.rows.append(
+                        (acc[j : j + 1], settle_t[j : j + 1], np.zeros(1, np.int8),
+                         settle_ref[j : j + 1], z[j : j + 1], lo[j : j + 1], qc[j : j + 1],
+                         qd[j : j + 1])
+                    )  # fmt: skip
+                continue
+            gj, bj, sj = ge[rows, jj].copy(), bad[rows, jj], seen[rows, jj]
+            for k in np.flatnonzero(near[rows, jj] & sj).tolist():
+                gj[k] = _exact_bits(qc[j], qd[j], tl.nano[int(lo[j]) + k], st.bounds)
+            z[j] = _walk(out, tl, ms, j, acc, qc, qd, lo, settle_t, settle_ref, seq0, z[j],
+                         gj, bj, sj, c[rows, jj], d[rows, jj])  # fmt: skip
+    ms.zone[acc] = z
+
+
+def _walk(out, tl, ms, j, acc, qc, qd, lo, settle_t, settle_ref, seq0, z0, ge, bad, seen, c, d):
+    """The detector along one segment, from one zone change to the next; returns the last zone."""
+    a, s_lo = int(acc[j]), int(lo[j])
+    settle = settle_t is not None
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    zone, k0, settled_zone = int(z0), 0, int(z0)
+    while True:
+        if zone not in cache:
+            nz = next_zone(np.full(len(ge), zone, np.int8), ge, bad)
+            cache[zone] = (nz, np.flatnonzero(seen & (nz != zone)))
+        nz, at = cache[zone]
+        i = int(np.searchsorted(at, k0))
+        if i == len(at):
+            break
+        k = int(at[i])
+        new, s = int(nz[k]), s_lo + k
+        by_settlement = settle and k == 0
+        t = int(settle_t[j]) if by_settlement else int(tl.t[s - 1])
+        seq = seq0 * (len(tl.t) + 2) + k
+        health = (c[k] - d[k]) / d[k] * 100 if ge[k] >= 0 else np.nan
+        if by_settlement:
+            settled_zone = new
+        else:
+            out.rows.append(
+                (np.array([a]), np.array([t]), np.ones(1, np.int8), np.array([tl.refs[s - 1]]),
+                 np.array([new], np.int8), np.array([s]), qc[j : j + 1], qd[j : j + 1])
+            )  # fmt: skip
+        kind = event_type(zone, new)
+        if kind >= 0:
+            out.events.append((a, t, seq, kind, new, zone, health))
+        out.changes.append((a, t, seq, new))
+        zone, k0 = new, k + 1
+    if settle and seen[0]:
+        out.rows.append(
+            (np.array([a]), settle_t[j : j + 1], np.zeros(1, np.int8), settle_ref[j : j + 1],
+             np.array([settled_zone], np.int8), lo[j : j + 1], qc[j : j + 1], qd[j : j + 1])
+        )  # fmt: skip
+    return zone
+
+
+def margin_day(ms: MarginState, pos: Positions, start: np.ndarray, prices: pa.Table, day: date):
+    """A day of margin monitoring: ``start`` the positions before the day's settlements
+    (``pos.log``), ``prices`` the day's composite rows. Returns (health rows, events)."""
+    st = ms.settings
+    tl = timeline(prices, ms, pos)
+    n, a_n = pos.bal.shape[1], pos.bal.shape[2]
+    start = np.pad(start, ((0, 0), (0, n - start.shape[1]), (0, a_n - start.shape[2])))
+    ms.grow(n, a_n)
+    lo_us = _day_start_us(day)
+    hi_us, k_n = lo_us + DAY_US, len(tl.t)
+    log = pos.log
+    step = st.snapshot_s * MICROS
+    if step and ms.next_snapshot_us is None:  # the first event sets the snapshot grid
+        first = min([hi_us, *tl.t[:1].tolist(), *log["t_us"][:1].tolist()])
+        ms.next_snapshot_us = first - first % step + step
+    ok = log["applied"]
+    s_acct, s_t, s_asset = log["account"][ok], log["t_us"][ok], log["asset"][ok]
+    s_side, s_delta, s_ref = log["side"][ok], log["delta"][ok], log["event_id"][ok]
+    m = len(s_acct)
+    # settlements by account (time order kept): rank within the account, the next one
+    by_acct = np.argsort(s_acct, kind="stable")
+    grouped = s_acct[by_acct]
+    first_in = np.r_[True, grouped[1:] != grouped[:-1]] if m else np.zeros(0, bool)
+    starts = np.flatnonzero(first_in)
+    rank = np.empty(m, np.int64)
+    rank[by_acct] = np.arange(m) - np.repeat(starts, np.diff(np.r_[starts, m]))
+    nxt = np.full(m, -1)
+    same = np.r_[grouped[1:] == grouped[:-1], False] if m else np.zeros(0, bool)
+    nxt[by_acct[same]] = by_acct[np.flatnonzero(same) + 1]
+    first_of = np.full(n, -1)
+    first_of[grouped[first_in]] = by_acct[first_in]
+    state = tl.state_at(s_t)
+    zone0 = ms.zone.copy()
+    out = MarginOut()
+    cur = start.copy()
+    # segment 0: the positions the day starts with, until the account's first settlement
+    acc = np.flatnonzero((start != 0).any(axis=(0, 2)) | (first_of >= 0))
+    f = first_of[acc]
+    hi0 = np.where(f >= 0, state[np.maximum(f, 0)] if m else 0, k_n)
+    margin_segments(out, tl, ms, acc, cur[0][acc], cur[1][acc], np.ones(len(acc), np.int64), hi0)
+    # segment r: after the account's r-th settlement (the settlement's observation first)
+    for r in range(1, int(rank.max()) + 2 if m else 1):
+        i = np.flatnonzero(rank == r - 1)
+        a = s_acct[i]
+        cur[s_side[i], a, s_asset[i]] += s_delta[i]
+        hi_r = np.where(nxt[i] >= 0, state[np.maximum(nxt[i], 0)], k_n)
+        margin_segments(out, tl, ms, a, cur[0][a], cur[1][a], state[i], hi_r, s_t[i], s_ref[i],
+                        seq0=r)  # fmt: skip
+    if not np.array_equal(cur, pos.bal):
+        raise AssertionError("the margin replay's positions differ from the day's end")
+    if step:
+        out.rows += _snapshots(ms, tl, start, cur, zone0, out.changes, s_acct, s_t, s_side,
+                               s_asset, s_delta, hi_us)  # fmt: skip
+    return _health_table(out.rows, tl, pos, st), _events_table(out.events, ms, pos)
+
+
+def _snapshots(ms, tl, start, end, zone0, changes, s_acct, s_t, s_side, s_asset, s_delta, hi_us):
+    """Every ``snapshot_s``: a row for every account with debt (fully priced), valued with what
+    happened up to and at that time."""
+    step = ms.settings.snapshot_s * MICROS
+    times = np.arange(ms.next_snapshot_us, hi_us + 1, step, dtype=np.int64)
+    if len(times):
+        ms.next_snapshot_us = int(times[-1]) + step
+    ch = np.array(changes, dtype=np.int64).reshape(-1, 4)
+    ch = ch[np.lexsort((ch[:, 2], ch[:, 1]))]
+    rows = []
+    for x in times.tolist():
+        if len(s_t) == 0 or x >= s_t.max():
+            bal = end
+        else:
+            bal = start.copy()
+            upto = s_t <= x
+            np.add.at(bal, (s_side[upto], s_acct[upto], s_asset[upto]), s_delta[upto])
+        zone = ms.zone if len(ch) == 0 or x >= ch[-1, 1] else zone0.copy()
+        if zone is not ms.zone:
+            upto = ch[ch[:, 1] <= x]
+            last = len(upto) - 1 - np.unique(upto[::-1, 0], return_index=True)[1]
+            zone[upto[last, 0]] = upto[last, 3]
+        s = int(tl.state_at(x))
+        held = (bal[0] != 0) | (bal[1] != 0)
+        acc = np.flatnonzero((bal[1] != 0).any(axis=1) & ~(held & tl.unpriced[s]).any(axis=1))
+        k = len(acc)
+        rows.append(
+            (acc, np.full(k, x), np.full(k, 2, np.int8), np.full(k, "", dtype=object), zone[acc],
+             np.full(k, s), bal[0][acc], bal[1][acc])
+        )  # fmt: skip
+    return rows
+
+
+def _health_table(rows: list[tuple], tl: Timeline, pos: Positions, st: MarginSettings):
+    """The rows' values: collateral and debt at the state's prices, health, worst status of the
+    held assets, and per collateral asset (by name) its liquidation and margin-call prices."""
+    if not rows:
+        return HEALTH_SCHEMA.empty_table()
+    acc, t, trig, ref, zone, state, qc, qd = (np.concatenate(c) for c in zip(*rows, strict=True))
+    a_n = qc.shape[1]
+    price = tl.price[state]
+    tc, td = qc / NANO * price, qd / NANO * price
+    coll, debt = tc.sum(axis=1), td.sum(axis=1)
+    has_debt = (qd != 0).any(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        health = np.where(has_debt, (coll - debt) / debt * 100, np.nan)
+    held = (qc != 0) | (qd != 0)
+    status = np.where(held, tl.status[state], 0).max(axis=1, initial=0)
+    # liquidation prices: p = ((1 + T/100) D - other collateral) / quantity, 0 when other suffices
+    by_name = np.argsort(np.array(pos.assets, dtype=str))
+    other = (tc @ (1.0 - np.eye(a_n)))[:, by_name]
+    qty = (qc / NANO)[:, by_name]
+    r, j = np.nonzero((qc[:, by_name] > 0) & has_debt[:, None])
+    prices = []
+    for threshold in (st.liquidation, st.margin_call):
+        needed = (1 + float(threshold) / 100) * debt[r] - other[r, j]
+        prices.append(np.where(needed > 0, needed / qty[r, j], 0.0))
+    offsets = np.r_[0, np.cumsum(np.bincount(r, minlength=len(acc)))].astype(np.int32)
+    names = np.array(pos.assets, dtype=object)[by_name]
+    liq = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.StructArray.from_arrays(
+            [pa.array(names[j], pa.string()), pa.array(prices[0]), pa.array(prices[1])],
+            names=["asset", "liquidation_price", "margin_call_price"],
+        ),
+    )
+    table = pa.table(
+        {
+            "account_id": pa.array(np.array(pos.accounts, dtype=object)[acc], pa.string()),
+            "event_ts": pa.array(t, pa.timestamp("us", tz="UTC")),
+            "trigger": pa.array(TRIGGERS[trig], pa.string()),
+            "ref": pa.array(ref, pa.string()),
+            "collateral_usd": coll,
+            "borrow_usd": debt,
+            "health_score": pa.array(health, mask=~has_debt),
+            "zone": pa.array(ZONES[zone], pa.string()),
+            "price_status": pa.array(STATUS[status], pa.string()),
+            "liquidation_prices": liq,
+        },
+        schema=HEALTH_SCHEMA,
+    )
+    return table.sort_by([("account_id", "ascending"), ("event_ts", "ascending"),
+                          ("trigger", "ascending"), ("ref", "ascending")])  # fmt: skip
+
+
+def _events_table(events: list[tuple], ms: MarginState, pos: Positions) -> pa.Table:
+    """Events in (account, time) order, ``alerted`` unless the same type alerted for the account
+    less than ``cooldown_s`` before."""
+    if not events:
+        return EVENTS_SCHEMA.empty_table()
+    events = sorted(events, key=lambda e: (e[0], e[1], e[2]))
+    cooldown = ms.settings.cooldown_s * MICROS
+    alerted = []
+    for a, t, _, kind, _, _, _ in events:
+        ok = t >= ms.last_alert[a, kind] + cooldown
+        if ok:
+            ms.last_alert[a, kind] = t
+        alerted.append(ok)
+    a, t, _, kind, zone, prev, health = (np.array(c) for c in zip(*events, strict=True))
+    table = pa.table(
+        {
+            "account_id": pa.array(np.array(pos.accounts, dtype=object)[a], pa.string()),
+            "event_type": pa.array(EVENT_TYPES[kind], pa.string()),
+            "zone": pa.array(ZONES[zone], pa.string()),
+            "previous_zone": pa.array(ZONES[prev], pa.string()),
+            "health_score": pa.array(health.astype(np.float64), mask=np.isnan(health)),
+            "event_ts": pa.array(t, pa.timestamp("us", tz="UTC")),
+            "alerted": pa.array(alerted, pa.bool_()),
+        },
+        schema=EVENTS_SCHEMA,
+    )
+    return table.sort_by([("account_id", "ascending"), ("event_ts", "ascending")])
+
+
 # ------------------------------------------------------------------------------------ driver
 def _input_days(input_dir: Path) -> list[date]:
     root = input_dir / PRICES_TOPIC
@@ -577,9 +1133,12 @@ def run_baseline(
     window_s: int = 60,
     min_sources: int = 2,
     feed_registry: str | Path | None = None,
+    margin: bool = True,
+    margin_interval_s: int = 86_400,
 ) -> dict:
     """Replays every input day up to ``end`` (days before ``start`` warm the state up without
-    being written); returns counts and seconds."""
+    being written); returns counts and seconds. ``margin=False`` leaves out margin_health and
+    margin_events (for timing the rest)."""
     from transforms.oracles import load_registry
 
     t0 = time.perf_counter()
@@ -592,9 +1151,10 @@ def run_baseline(
     states: dict[str, AssetState] = {}
     pos = Positions(list(registry.assets()))
     history: dict[str, deque] = {}
+    ms = MarginState(MarginSettings(snapshot_s=margin_interval_s)) if margin else None
     counts = dict.fromkeys(
-        ("days", "price_rows", "var_rows", "price_updates", "settlements", "invalid_updates",
-         "refused_settlements"), 0)  # fmt: skip
+        ("days", "price_rows", "var_rows", "margin_health_rows", "margin_event_rows",
+         "price_updates", "settlements", "invalid_updates", "refused_settlements"), 0)  # fmt: skip
     for day in days:
         prices = _read(input_dir, PRICES_TOPIC, day)
         settlements = _read(input_dir, SETTLEMENTS_TOPIC, day)
@@ -605,8 +1165,11 @@ def run_baseline(
         end_us = _day_start_us(day) + DAY_US
         for a, c in closes.items():
             history.setdefault(a, deque(maxlen=var_window + 1)).append((end_us, c))
+        start_bal = pos.bal.copy()
         counts["refused_settlements"] += pos.apply(settlements)
         var = var_day(pos, history, end_us, cfg)
+        if ms is not None:
+            health, events = margin_day(ms, pos, start_bal, table, day)
         if day >= start:
             _write(table, output_dir, "prices", day)
             _write(var if var is not None else VAR_SCHEMA.empty_table(), output_dir,
@@ -614,6 +1177,11 @@ def run_baseline(
             counts["days"] += 1
             counts["price_rows"] += table.num_rows
             counts["var_rows"] += var.num_rows if var is not None else 0
+            if ms is not None:
+                _write(health, output_dir, "margin_health", day)
+                _write(events, output_dir, "margin_events", day)
+                counts["margin_health_rows"] += health.num_rows
+                counts["margin_event_rows"] += events.num_rows
     counts["events"] = counts["price_updates"] + counts["settlements"]
     counts["seconds"] = round(time.perf_counter() - t0, 3)
     return counts
@@ -628,9 +1196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--var-window", type=int, default=250)
     p.add_argument("--var-min-scenarios", type=int, default=30)
     p.add_argument("--hs-method", default="inverted_cdf", choices=("inverted_cdf", "linear"))
+    p.add_argument("--margin-interval-s", type=int, default=86_400)
+    p.add_argument("--no-margin", action="store_true", help="Leave out the margin tables.")
     a = p.parse_args(argv)
     summary = run_baseline(a.input, a.output, a.start, a.end, a.var_window, a.var_min_scenarios,
-                           hs_method=a.hs_method)  # fmt: skip
+                           hs_method=a.hs_method, margin=not a.no_margin,
+                           margin_interval_s=a.margin_interval_s)  # fmt: skip
     print(json.dumps(summary))
     return 0
 
