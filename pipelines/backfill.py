@@ -3,14 +3,24 @@
     defi-risk generate --history --out data/history --start 2024-01-01 --days 730 --assets 20 \\
         --accounts 10000
     defi-risk backfill --start 2024-01-01 --end 2025-12-31 --input data/history --output out/bf
+    defi-risk backfill --start 2024-01-01 --end 2025-12-31 --input gs://bucket/history \\
+        --output bq://my-project.risk --staging-dir /data/bf-staging
 
 Input: the day-partitioned Parquet of ``defi-risk generate --history`` (or the same layout on
 GCS): ``<topic>/date=YYYY-MM-DD/part-*.parquet`` for ``market.prices.v1`` and ``settlements.v1``,
 and ``feeds.toml`` (the feed registry of its assets; ``--feed-registry`` overrides it).
 
 Output, per table and day: ``OUTPUT/<table>/date=YYYY-MM-DD/part-00000.parquet`` (``prices``,
-``portfolio_var``, ``dead_letter``), each replaced atomically (written to a temporary name, then
-``os.replace``): re-running a day replaces it, never duplicates it.
+``portfolio_var``, ``margin_health``, ``margin_events``, ``dead_letter``), each replaced
+atomically (written to a temporary name, then ``os.replace``): re-running a day replaces it,
+never duplicates it.
+
+``--output bq://PROJECT.DATASET``: the same files are written to ``--staging-dir`` (required; it
+also holds the markers and the resume state), and after each chunk's pipeline
+``pipelines.backfill_bigquery`` publishes the chunk: one load job per table into an expiring
+staging table, then one transaction that deletes the chunk's scope from each target table and
+inserts the staging rows, then the staging tables are dropped. Target tables must exist
+(``sql/ddl``, Terraform); see that module for the scope of a day in each table.
 
 How it runs: days are processed in chunks (``--chunk-days``) of consecutive days, one Beam
 pipeline per chunk on the local runner (``--workers`` processes):
@@ -22,11 +32,15 @@ pipeline per chunk on the local runner (``--workers`` processes):
    keys them) advances ``VarShardEngine`` day by day with that day's settlements and the closes,
    taking its results as columns; the state at the end of the chunk is saved, so the next chunk
    (or a resumed run) continues from it;
-3. ``WriteVarDays``: the shards' rows of each day are gathered and written as one partition.
-When a chunk's pipeline has finished, each of its days gets a marker
-``OUTPUT/_backfill/days/<day>.json`` (row counts, the configuration fingerprint). A rerun skips
-marked days with the same fingerprint, so a killed run resumes at the first unmarked day; a run
-with another configuration (another VaR window, say) recomputes everything it covers.
+3. ``WriteVarDays``: the shards' rows of each day are gathered and written as one partition;
+4. ``MonitorMargins``: each margin shard replays its accounts' settlements and the day's
+   composite prices through ``MarginShardEngine``; its ``margin_health`` and ``margin_events``
+   rows are gathered and written per day, like VaR's.
+When a chunk's pipeline has finished (and, for a bq:// output, the chunk is published), each of
+its days gets a marker ``OUTPUT/_backfill/days/<day>.json`` (row counts, the configuration
+fingerprint, the bq:// destination). A rerun skips marked days with the same fingerprint and
+destination, so a killed run resumes at the first unmarked day; a run with another configuration
+(another VaR window, say) recomputes everything it covers.
 
 Days before ``--start`` that the input holds are replayed without being written: positions need
 every settlement since the first, and VaR needs the window of closes before the start.
@@ -199,12 +213,16 @@ def marker_path(output_dir: str | Path, day: date) -> Path:
     return Path(output_dir) / STATE_DIR / "days" / f"{day.isoformat()}.json"
 
 
-def done_days(output_dir: str | Path, fingerprint: str) -> set[date]:
+def done_days(
+    output_dir: str | Path, fingerprint: str, destination: str | None = None
+) -> set[date]:
+    """Days with a marker of this fingerprint and destination (None: the directory itself;
+    ``bq://P.D``: published there from this staging directory)."""
     folder = Path(output_dir) / STATE_DIR / "days"
     out = set()
     for p in folder.glob("*.json"):
-        with_fp = json.loads(p.read_text())
-        if with_fp.get("fingerprint") == fingerprint:
+        marker = json.loads(p.read_text())
+        if marker.get("fingerprint") == fingerprint and marker.get("destination") == destination:
             out.add(date.fromisoformat(p.stem))
     return out
 
@@ -476,8 +494,12 @@ def terminal_say(message: str) -> None:
     sys.stderr.flush()
 
 
-def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
-    """Runs the backfill; returns a summary (days written, skipped, rows per table, seconds)."""
+def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print, publisher=None) -> dict:
+    """Runs the backfill; returns a summary (days written, skipped, rows per table, seconds).
+
+    ``publisher`` (``backfill_bigquery.BigQueryPublisher``): ``cfg.output_dir`` is then the
+    staging directory, and each chunk's days are published before their markers are written.
+    """
     if cfg.end < cfg.start:
         raise BackfillError(f"--end {cfg.end} is before --start {cfg.start}")
     available = input_days(cfg.input_dir)
@@ -488,13 +510,16 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
             f"the input has no prices for {len(missing)} day(s) of the range, e.g. {missing[0]}"
         )
     fp = cfg.fingerprint()
-    done = set() if cfg.force else done_days(cfg.output_dir, fp)
+    destination = publisher.destination if publisher is not None else None
+    done = set() if cfg.force else done_days(cfg.output_dir, fp, destination)
     pending = [d for d in wanted if d not in done]
     summary = {"days": len(wanted), "skipped": len(wanted) - len(pending), "written": 0,
                "rows": dict.fromkeys(TABLES, 0), "fingerprint": fp}  # fmt: skip
     if not pending:
         say(f"all {len(wanted)} days are done (fingerprint {fp}); --force recomputes them")
         return summary
+    if publisher is not None:
+        publisher.check_targets()  # before hours of computing
     first = pending[0]
     # Resume from saved state when the day before the first pending one has it.
     prev = first - timedelta(days=1)
@@ -514,16 +539,24 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print) -> dict:
     for chunk in chunks(todo, cfg.chunk_days):
         written = run_chunk(cfg, chunk, resume)
         resume = chunk[-1]
+        if publisher is not None and written:
+            # Published before the markers: a crash in between redoes the chunk, harmlessly.
+            publisher.publish(cfg.output_dir, sorted(written))
         for d, counts in sorted(written.items()):
             marker = marker_path(cfg.output_dir, d)
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"fingerprint": fp, "rows": counts}, sort_keys=True))
+            content = {"fingerprint": fp, "rows": counts}
+            if destination is not None:
+                content["destination"] = destination
+            marker.write_text(json.dumps(content, sort_keys=True))
             for t, n in counts.items():
                 summary["rows"][t] = summary["rows"].get(t, 0) + n
             summary["written"] += 1
             progress.done_days += 1 if d in pending else 0
         progress.events += sum(_events(cfg.input_dir, d) for d in chunk)
         say(progress.bar() if say is terminal_say else progress.line())
+    if publisher is not None:
+        summary["bigquery"] = publisher.summary()
     summary["seconds"] = round(time.perf_counter() - progress.started, 2)
     return summary
 
@@ -538,19 +571,47 @@ def _events(input_dir: str, day: date) -> int:
     return n
 
 
-def backfill_command(args) -> int:
-    if args.output.startswith("bq://"):
-        print(
-            "defi-risk backfill: bq:// output is not built yet (per-partition WRITE_TRUNCATE "
-            "load jobs); write to a directory",
-            file=sys.stderr,
+def output_of(args) -> tuple[str, object | None]:
+    """(local output directory, BigQuery target or None) of ``--output``/``--staging-dir``."""
+    import re
+
+    from pipelines.backfill_bigquery import is_bigquery_uri, parse_bq_uri
+
+    if is_bigquery_uri(args.output):
+        target = parse_bq_uri(args.output)
+        if not args.staging_dir:
+            raise BackfillError(
+                "bq:// output needs --staging-dir DIR: the day files are written there first "
+                "(with the day markers and the resume state), then loaded into BigQuery"
+            )
+        return args.staging_dir, target
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", args.output):
+        raise BackfillError(
+            f"--output {args.output}: a local directory or bq://PROJECT.DATASET (other URIs are "
+            "not supported)"
         )
+    if args.staging_dir:
+        raise BackfillError("--staging-dir is only for a bq:// output")
+    return args.output, None
+
+
+def backfill_command(args, client=None) -> int:
+    """``defi-risk backfill``; ``client`` replaces the BigQuery client (tests)."""
+    try:
+        output_dir, target = output_of(args)
+    except BackfillError as e:
+        print(f"defi-risk backfill: {e}", file=sys.stderr)
         return 2
+    publisher = None
+    if target is not None:
+        from pipelines.backfill_bigquery import BigQueryPublisher
+
+        publisher = BigQueryPublisher(target, client=client)
     cfg = BackfillConfig(
         start=date.fromisoformat(args.start),
         end=date.fromisoformat(args.end),
         input_dir=args.input,
-        output_dir=args.output,
+        output_dir=output_dir,
         feed_registry=args.feed_registry,
         workers=args.workers,
         chunk_days=args.chunk_days,
@@ -561,7 +622,9 @@ def backfill_command(args) -> int:
     )
     try:
         # A bar redrawn in place on a terminal; one log line per chunk otherwise (CI, files).
-        summary = backfill(cfg, say=terminal_say if sys.stderr.isatty() else print)
+        summary = backfill(
+            cfg, say=terminal_say if sys.stderr.isatty() else print, publisher=publisher
+        )
         if sys.stderr.isatty():
             sys.stderr.write("\n")
     except BackfillError as e:
@@ -579,7 +642,18 @@ def add_backfill_arguments(p) -> None:
         required=True,
         help="Day-partitioned input (generate --history): a directory or a URI (gs://…, file://…).",
     )
-    p.add_argument("--output", required=True, help="Output directory (<table>/date=D/).")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="Output directory (<table>/date=D/), or bq://PROJECT.DATASET: the day files are "
+        "written to --staging-dir, then each chunk of days replaces its rows in the dataset's "
+        "tables (which must exist: sql/ddl, infra/terraform).",
+    )
+    p.add_argument(
+        "--staging-dir",
+        help="With a bq:// output (required there): the local directory of the day files, day "
+        "markers and resume state.",
+    )
     p.add_argument("--feed-registry", help="Feed registry (default: INPUT/feeds.toml).")
     p.add_argument("--workers", type=int, default=2, help="Local worker processes.")
     p.add_argument("--chunk-days", type=int, default=61, help="Days per pipeline run.")
