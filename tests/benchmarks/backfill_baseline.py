@@ -417,6 +417,22 @@ class Positions:
         self.account_ix: dict[str, int] = {}
         self.bal = np.zeros((2, 0, len(self.assets)), dtype=np.int64)  # [collateral, debt]
         self.log: dict[str, np.ndarray] = {}  # the last day's settlements, in time order
+        self._ids, self._rank = pa.array([], pa.string()), np.zeros(0, np.int64)
+
+    def ids(self) -> pa.Array:
+        """The account ids as an Arrow array (cached until accounts are added)."""
+        if len(self._ids) != len(self.accounts):
+            self._ids = pa.array(self.accounts, pa.string())
+            self._rank = np.empty(len(self.accounts), np.int64)
+            self._rank[np.argsort(np.array(self.accounts, dtype=str), kind="stable")] = np.arange(
+                len(self.accounts)
+            )
+        return self._ids
+
+    def name_rank(self) -> np.ndarray:
+        """Each account's position in account id order."""
+        self.ids()
+        return self._rank
 
     def grow(self) -> None:
         grow_a = len(self.accounts) - self.bal.shape[1]
@@ -653,12 +669,18 @@ class MarginSettings:
         return np.array([1 + float(x) / 100 for x in self.bounds])
 
 
+def _raw_zone(ge: np.ndarray) -> np.ndarray:
+    """The zone of a health (its bits), with no memory: thresholds are strict."""
+    zone = np.where((ge & 4) == 0, MC, np.where((ge & 16) == 0, WA, HE))
+    return np.where(ge < 0, ND, np.where((ge & 1) == 0, LI, zone)).astype(np.int8)
+
+
 def next_zone(z: np.ndarray, ge: np.ndarray, bad: np.ndarray) -> np.ndarray:
     """The detector's zone after one observation, elementwise: ``z`` the zone before, ``ge`` the
     health's bits (see ``MarginSettings.bounds``; -1: no debt), ``bad`` a price status other than
     ok. Worse zones are entered at once, except margin_call / liquidation on a bad price (the zone
     is held, healthy goes to warning); better ones only past the band."""
-    raw = np.where((ge & 1) == 0, LI, np.where((ge & 4) == 0, MC, np.where((ge & 16) == 0, WA, HE)))
+    raw = _raw_zone(ge)
     rr, zr = RANK[raw], RANK[z]
     out = np.where((rr > zr) & bad & (rr >= RANK[MC]), np.where(zr >= RANK[WA], z, WA), raw)
     better = rr < zr
@@ -689,6 +711,11 @@ class Timeline:
     status: np.ndarray  # (K + 1) x A int8 (STATUS codes)
     unpriced: np.ndarray  # (K + 1) x A bool
     refs: np.ndarray  # per instant: the assets with a row at it, by name, comma-joined
+
+    def __post_init__(self):
+        self.low = RangeTable(np.minimum, self.price)
+        self.high = RangeTable(np.maximum, self.price)
+        self.unpriced_any = RangeTable(np.maximum, self.unpriced.view(np.uint8))
 
     def state_at(self, t_us) -> np.ndarray:
         """The state after every instant <= t (prices come before settlements at one instant)."""
@@ -772,12 +799,22 @@ def timeline(prices: pa.Table, ms: MarginState, pos: Positions) -> Timeline:
     return Timeline(t, nn, nn / NANO, st, un, refs)
 
 
-def _range_reduce(ufunc, a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``ufunc`` over rows lo..hi (inclusive, lo <= hi) of ``a``, for every pair at once."""
-    padded = np.vstack([a, a[-1:]])  # hi + 1 may be len(a)
-    idx = np.empty(2 * len(lo), dtype=np.int64)
-    idx[0::2], idx[1::2] = lo, hi + 1
-    return ufunc.reduceat(padded, idx, axis=0)[0::2]
+class RangeTable:
+    """Sparse table: ``ufunc`` over any run of rows lo..hi of a matrix in two lookups."""
+
+    def __init__(self, ufunc, a: np.ndarray):
+        self.ufunc = ufunc
+        levels, width = [a], 1
+        while 2 * width <= len(a):
+            prev = levels[-1]
+            levels.append(ufunc(prev[:-width], prev[width:]))
+            width *= 2
+        self.levels = np.stack([np.pad(x, ((0, len(a) - len(x)), (0, 0))) for x in levels])
+
+    def query(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Rows ``lo[i]..hi[i]`` (inclusive, lo <= hi) reduced, one row per pair."""
+        k = np.floor(np.log2(hi - lo + 1)).astype(np.int64)
+        return self.ufunc(self.levels[k, lo], self.levels[k, hi - (1 << k) + 1])
 
 
 def _ge_bits(c: np.ndarray, d: np.ndarray, ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -809,7 +846,13 @@ class MarginOut:
 
     rows: list[tuple] = field(default_factory=list)  # (acct, t, trigger, ref, zone, state, qc, qd)
     events: list[tuple] = field(default_factory=list)  # (acct, t, seq, type, zone, prev, health)
-    changes: list[tuple] = field(default_factory=list)  # (acct, t, seq, zone)
+    changes: list[np.ndarray] = field(default_factory=list)  # rows (acct, t, seq, zone)
+
+    def change(self, a: int, t: int, seq: int, prev: int, new: int, health: float) -> None:
+        kind = event_type(prev, new)
+        if kind >= 0:
+            self.events.append((a, t, seq, kind, new, prev, health))
+        self.changes.append(np.array([[a, t, seq, new]], dtype=np.int64))
 
 
 def _fixed_by_bounds(z, rlo, rhi, debt, ratios) -> np.ndarray:
@@ -831,44 +874,45 @@ def _fixed_by_bounds(z, rlo, rhi, debt, ratios) -> np.ndarray:
 
 def margin_segments(out: MarginOut, tl: Timeline, ms: MarginState, acc, qc, qd, lo, hi,
                     settle_t=None, settle_ref=None, seq0: int = 0) -> None:  # fmt: skip
-    """One segment per account: constant positions ``qc``, ``qd`` (1e-9 token) observed at the
-    price states lo..hi; with ``settle_t`` the first observation is the settlement's (a row
-    always). Updates ``ms.zone`` and collects rows, events and zone changes.
+    """One segment per account: constant positions ``qc``, ``qd`` (1e-9 token) from the price
+    state ``lo`` to ``hi``. With ``settle_t`` the segment starts with its settlement, observed
+    (and written) at state ``lo``; the price instants are observed at the states after.
+    Updates ``ms.zone`` and collects rows, events and zone changes.
 
-    Three passes, each on what the previous could not settle: (1) bounds: the collateral / debt
-    ratio between its smallest (every asset at its lowest price of the span) and largest value
-    keeps the zone; (2) per block of segments, the ratio at every state (a matrix product) never
-    changes the zone; (3) per segment, the detector walked from change to change."""
+    The price instants in three passes, each on what the previous could not settle: (1) bounds:
+    the collateral / debt ratio between its smallest (each asset at its lowest price of the
+    span) and largest value keeps the zone; (2) per block of segments, the ratio at every state
+    (a matrix product) never changes the zone; (3) per segment, the detector walked from change
+    to change."""
     st = ms.settings
     ratios = st.ratios
     z = ms.zone[acc].copy()
     held = (qc != 0) | (qd != 0)
     debt = (qd != 0).any(axis=1)
-    settle = settle_t is not None
-    open_ = np.flatnonzero(lo <= hi)
     qcf, qdf = qc / NANO, qd / NANO
-    fixed = np.zeros(len(acc), bool)
+    seq_base = seq0 * (len(tl.t) + 2)
+    if settle_t is not None:
+        z = _settlement_rows(out, tl, st, acc, qc, qd, held, debt, lo, z, settle_t, settle_ref,
+                             seq_base)  # fmt: skip
+        lo = lo + 1
+    # (1) bounds, per distinct span (most accounts share the whole day)
+    open_ = np.flatnonzero(lo <= hi)
+    fixed = np.ones(len(acc), bool)
     if open_.size:
-        # per distinct span (most accounts share the whole day): each asset's range
-        span, which = np.unique(np.stack([lo[open_], hi[open_]]), axis=1, return_inverse=True)
-        which = which.reshape(-1)
-        pmin = _range_reduce(np.minimum, tl.price, span[0], span[1])[which]
-        pmax = _range_reduce(np.maximum, tl.price, span[0], span[1])[which]
-        unp = _range_reduce(np.maximum, tl.unpriced.view(np.uint8), span[0], span[1])[which] > 0
+        wide = len(tl.t) + 2
+        key, which = np.unique(lo[open_] * wide + hi[open_], return_inverse=True)
+        span_lo, span_hi = key // wide, key % wide
+        pmin = tl.low.query(span_lo, span_hi)[which]
+        pmax = tl.high.query(span_lo, span_hi)[which]
+        unp = tl.unpriced_any.query(span_lo, span_hi)[which] > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             rlo = (qcf[open_] * pmin).sum(axis=1) / (qdf[open_] * pmax).sum(axis=1)
             rhi = (qcf[open_] * pmax).sum(axis=1) / (qdf[open_] * pmin).sum(axis=1)
         fixed[open_] = _fixed_by_bounds(z[open_], rlo, rhi, debt[open_], ratios) & ~(
             held[open_] & unp
         ).any(axis=1)
-    fixed |= lo > hi  # nothing observed
     rest = np.flatnonzero(~fixed)
-    if settle:  # rows of the settled segments: zone unchanged (every held asset priced)
-        f = np.flatnonzero(fixed)
-        out.rows += [
-            (acc[f], settle_t[f], np.zeros(len(f), np.int8), settle_ref[f], z[f], lo[f], qc[f],
-             qd[f])
-        ]  # fmt: skip
+    # (2) blocks: health at every state of the spans
     for b0 in range(0, len(rest), BLOCK):
         blk = rest[b0 : b0 + BLOCK]
         s0, s1 = int(lo[blk].min()), int(hi[blk].max())
@@ -884,63 +928,101 @@ def margin_segments(out: MarginOut, tl: Timeline, ms: MarginState, acc, qc, qd, 
         near[:, ~debt[blk]] = False
         seen = (states >= lo[blk]) & (states <= hi[blk]) & priced
         zb = z[blk]
-        moves = (seen & ((next_zone(zb[None, :], ge, bad) != zb) | near)).any(axis=0)
-        for jj, j in enumerate(blk.tolist()):
+        nz = next_zone(zb[None, :], ge, bad)
+        moves = (seen & ((nz != zb) | near)).any(axis=0)
+        # (3) the detector along the segments that may change zone
+        for jj in np.flatnonzero(moves).tolist():
+            j = int(blk[jj])
             rows = slice(int(lo[j]) - s0, int(hi[j]) - s0 + 1)
-            if not moves[jj]:
-                if settle and seen[rows.start, jj]:
-                    out.rows.append(
-                        (acc[j : j + 1], settle_t[j : j + 1], np.zeros(1, np.int8),
-                         settle_ref[j : j + 1], z[j : j + 1], lo[j : j + 1], qc[j : j + 1],
-                         qd[j : j + 1])
-                    )  # fmt: skip
-                continue
-            gj, bj, sj = ge[rows, jj].copy(), bad[rows, jj], seen[rows, jj]
-            for k in np.flatnonzero(near[rows, jj] & sj).tolist():
+            gj, sj = ge[rows, jj].copy(), seen[rows, jj]
+            fix = np.flatnonzero(near[rows, jj] & sj)
+            for k in fix.tolist():
                 gj[k] = _exact_bits(qc[j], qd[j], tl.nano[int(lo[j]) + k], st.bounds)
-            z[j] = _walk(out, tl, ms, j, acc, qc, qd, lo, settle_t, settle_ref, seq0, z[j],
-                         gj, bj, sj, c[rows, jj], d[rows, jj])  # fmt: skip
+            z[j] = _walk(out, tl, int(acc[j]), qc[j : j + 1], qd[j : j + 1], int(lo[j]), int(z[j]),
+                         gj, bad[rows, jj], sj, c[rows, jj], d[rows, jj], seq_base)  # fmt: skip
     ms.zone[acc] = z
 
 
-def _walk(out, tl, ms, j, acc, qc, qd, lo, settle_t, settle_ref, seq0, z0, ge, bad, seen, c, d):
-    """The detector along one segment, from one zone change to the next; returns the last zone."""
-    a, s_lo = int(acc[j]), int(lo[j])
-    settle = settle_t is not None
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    zone, k0, settled_zone = int(z0), 0, int(z0)
-    while True:
-        if zone not in cache:
-            nz = next_zone(np.full(len(ge), zone, np.int8), ge, bad)
-            cache[zone] = (nz, np.flatnonzero(seen & (nz != zone)))
-        nz, at = cache[zone]
-        i = int(np.searchsorted(at, k0))
-        if i == len(at):
-            break
-        k = int(at[i])
-        new, s = int(nz[k]), s_lo + k
-        by_settlement = settle and k == 0
-        t = int(settle_t[j]) if by_settlement else int(tl.t[s - 1])
-        seq = seq0 * (len(tl.t) + 2) + k
-        health = (c[k] - d[k]) / d[k] * 100 if ge[k] >= 0 else np.nan
-        if by_settlement:
-            settled_zone = new
+def _settlement_rows(out, tl, st, acc, qc, qd, held, debt, lo, z, settle_t, settle_ref, seq_base):
+    """Each settlement observed at the prices of its instant (those at or before it): a row when
+    every held asset has a price; returns the zones after."""
+    price = tl.price[lo]
+    c, d = (qc / NANO * price).sum(axis=1), (qd / NANO * price).sum(axis=1)
+    ge, near = _ge_bits(c, d, st.ratios)
+    ge[~debt], near[~debt] = -1, False
+    priced = ~(held & tl.unpriced[lo]).any(axis=1)
+    bad = (held & (tl.status[lo] > 0)).any(axis=1)
+    for i in np.flatnonzero(near & priced).tolist():
+        ge[i] = _exact_bits(qc[i], qd[i], tl.nano[lo[i]], st.bounds)
+    new = np.where(priced, next_zone(z, ge, bad), z)
+    r = np.flatnonzero(priced)
+    out.rows.append((acc[r], settle_t[r], np.zeros(len(r), np.int8), settle_ref[r], new[r], lo[r],
+                     qc[r], qd[r]))  # fmt: skip
+    with np.errstate(divide="ignore", invalid="ignore"):
+        health = np.where(ge >= 0, (c - d) / d * 100, np.nan)
+    for i in np.flatnonzero(new != z).tolist():
+        out.change(int(acc[i]), int(settle_t[i]), seq_base + int(lo[i]), int(z[i]), int(new[i]),
+                   float(health[i]))  # fmt: skip
+    return new
+
+
+def _walk(out, tl, a, qc, qd, s_lo, z0, ge, bad, seen, c, d, seq_base) -> int:
+    """The detector along one segment's price instants (states s_lo...): a ``price`` row at each
+    zone change; returns the last zone. From no_debt, healthy or warning the next zone does not
+    depend on the zone before (the raw zone, or warning for margin_call / liquidation on a bad
+    price), so such stretches are read off at once; from margin_call or liquidation (the band)
+    the walk goes from one change to the next."""
+    n = len(ge)
+    raw = _raw_zone(ge)
+    low_next = np.where((RANK[raw] >= RANK[MC]) & bad, WA, raw).astype(np.int8)
+    zone, k0 = int(z0), 0
+    at_k, prev, new = [], [], []
+    while k0 < n:
+        if RANK[zone] < RANK[MC]:
+            obs = np.flatnonzero(seen[k0:]) + k0
+            if not obs.size:
+                break
+            m = low_next[obs]
+            enter = np.flatnonzero(RANK[m] >= RANK[MC])
+            stop = int(enter[0]) + 1 if enter.size else len(obs)
+            m, obs = m[:stop], obs[:stop]
+            before = np.r_[np.int8(zone), m[:-1]]
+            ch = np.flatnonzero(m != before)
+            at_k.append(obs[ch])
+            prev.append(before[ch])
+            new.append(m[ch])
+            if not enter.size:
+                break
+            zone, k0 = int(m[-1]), int(obs[-1]) + 1
         else:
-            out.rows.append(
-                (np.array([a]), np.array([t]), np.ones(1, np.int8), np.array([tl.refs[s - 1]]),
-                 np.array([new], np.int8), np.array([s]), qc[j : j + 1], qd[j : j + 1])
-            )  # fmt: skip
-        kind = event_type(zone, new)
+            nz = next_zone(np.full(n - k0, zone, np.int8), ge[k0:], bad[k0:])
+            hit = np.flatnonzero(seen[k0:] & (nz != zone))
+            if not hit.size:
+                break
+            k = k0 + int(hit[0])
+            at_k.append(np.array([k]))
+            prev.append(np.array([zone], np.int8))
+            new.append(nz[hit[:1]])
+            zone, k0 = int(nz[hit[0]]), k + 1
+    if not at_k:
+        return zone
+    k, p, z = np.concatenate(at_k), np.concatenate(prev), np.concatenate(new)
+    if not len(k):
+        return zone
+    s = s_lo + k
+    t = tl.t[s - 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        health = np.where(ge[k] >= 0, (c[k] - d[k]) / d[k] * 100, np.nan)
+    m = len(k)
+    out.rows.append((np.full(m, a), t, np.ones(m, np.int8), tl.refs[s - 1], z, s,
+                     np.repeat(qc, m, axis=0), np.repeat(qd, m, axis=0)))  # fmt: skip
+    out.changes.append(np.column_stack([np.full(m, a), t, seq_base + s, z]))
+    for i in np.flatnonzero(RANK[z] != RANK[p]).tolist():
+        kind = event_type(int(p[i]), int(z[i]))
         if kind >= 0:
-            out.events.append((a, t, seq, kind, new, zone, health))
-        out.changes.append((a, t, seq, new))
-        zone, k0 = new, k + 1
-    if settle and seen[0]:
-        out.rows.append(
-            (np.array([a]), settle_t[j : j + 1], np.zeros(1, np.int8), settle_ref[j : j + 1],
-             np.array([settled_zone], np.int8), lo[j : j + 1], qc[j : j + 1], qd[j : j + 1])
-        )  # fmt: skip
-    return zone
+            out.events.append((a, int(t[i]), seq_base + int(s[i]), kind, int(z[i]), int(p[i]),
+                               float(health[i])))  # fmt: skip
+    return int(z[-1])
 
 
 def margin_day(ms: MarginState, pos: Positions, start: np.ndarray, prices: pa.Table, day: date):
@@ -1006,7 +1088,7 @@ def _snapshots(ms, tl, start, end, zone0, changes, s_acct, s_t, s_side, s_asset,
     times = np.arange(ms.next_snapshot_us, hi_us + 1, step, dtype=np.int64)
     if len(times):
         ms.next_snapshot_us = int(times[-1]) + step
-    ch = np.array(changes, dtype=np.int64).reshape(-1, 4)
+    ch = np.concatenate([np.zeros((0, 4), np.int64), *changes])
     ch = ch[np.lexsort((ch[:, 2], ch[:, 1]))]
     rows = []
     for x in times.tolist():
@@ -1037,7 +1119,12 @@ def _health_table(rows: list[tuple], tl: Timeline, pos: Positions, st: MarginSet
     held assets, and per collateral asset (by name) its liquidation and margin-call prices."""
     if not rows:
         return HEALTH_SCHEMA.empty_table()
-    acc, t, trig, ref, zone, state, qc, qd = (np.concatenate(c) for c in zip(*rows, strict=True))
+    cols = [np.concatenate(c) for c in zip(*rows, strict=True)]
+    # (account id, time, trigger) order; rows of one account, instant and trigger (settlements)
+    # stay in the order they happened
+    acc, t, trig = cols[0], cols[1], cols[2]
+    order = np.lexsort((np.arange(len(acc)), trig, t, pos.name_rank()[acc]))
+    acc, t, trig, ref, zone, state, qc, qd = (c[order] for c in cols)
     a_n = qc.shape[1]
     price = tl.price[state]
     tc, td = qc / NANO * price, qd / NANO * price
@@ -1065,23 +1152,25 @@ def _health_table(rows: list[tuple], tl: Timeline, pos: Positions, st: MarginSet
             names=["asset", "liquidation_price", "margin_call_price"],
         ),
     )
-    table = pa.table(
+    return pa.table(
         {
-            "account_id": pa.array(np.array(pos.accounts, dtype=object)[acc], pa.string()),
+            "account_id": pos.ids().take(pa.array(acc)),
             "event_ts": pa.array(t, pa.timestamp("us", tz="UTC")),
-            "trigger": pa.array(TRIGGERS[trig], pa.string()),
+            "trigger": _text(TRIGGERS, trig),
             "ref": pa.array(ref, pa.string()),
             "collateral_usd": coll,
             "borrow_usd": debt,
             "health_score": pa.array(health, mask=~has_debt),
-            "zone": pa.array(ZONES[zone], pa.string()),
-            "price_status": pa.array(STATUS[status], pa.string()),
+            "zone": _text(ZONES, zone),
+            "price_status": _text(STATUS, status),
             "liquidation_prices": liq,
         },
         schema=HEALTH_SCHEMA,
     )
-    return table.sort_by([("account_id", "ascending"), ("event_ts", "ascending"),
-                          ("trigger", "ascending"), ("ref", "ascending")])  # fmt: skip
+
+
+def _text(names: np.ndarray, codes: np.ndarray) -> pa.Array:
+    return pa.array(names.tolist(), pa.string()).take(pa.array(codes.astype(np.int64)))
 
 
 def _events_table(events: list[tuple], ms: MarginState, pos: Positions) -> pa.Table:
@@ -1089,7 +1178,8 @@ def _events_table(events: list[tuple], ms: MarginState, pos: Positions) -> pa.Ta
     less than ``cooldown_s`` before."""
     if not events:
         return EVENTS_SCHEMA.empty_table()
-    events = sorted(events, key=lambda e: (e[0], e[1], e[2]))
+    rank = pos.name_rank()
+    events = sorted(events, key=lambda e: (rank[e[0]], e[1], e[2]))
     cooldown = ms.settings.cooldown_s * MICROS
     alerted = []
     for a, t, _, kind, _, _, _ in events:
@@ -1098,19 +1188,18 @@ def _events_table(events: list[tuple], ms: MarginState, pos: Positions) -> pa.Ta
             ms.last_alert[a, kind] = t
         alerted.append(ok)
     a, t, _, kind, zone, prev, health = (np.array(c) for c in zip(*events, strict=True))
-    table = pa.table(
+    return pa.table(
         {
-            "account_id": pa.array(np.array(pos.accounts, dtype=object)[a], pa.string()),
-            "event_type": pa.array(EVENT_TYPES[kind], pa.string()),
-            "zone": pa.array(ZONES[zone], pa.string()),
-            "previous_zone": pa.array(ZONES[prev], pa.string()),
+            "account_id": pos.ids().take(pa.array(a.astype(np.int64))),
+            "event_type": _text(EVENT_TYPES, kind),
+            "zone": _text(ZONES, zone),
+            "previous_zone": _text(ZONES, prev),
             "health_score": pa.array(health.astype(np.float64), mask=np.isnan(health)),
             "event_ts": pa.array(t, pa.timestamp("us", tz="UTC")),
             "alerted": pa.array(alerted, pa.bool_()),
         },
         schema=EVENTS_SCHEMA,
     )
-    return table.sort_by([("account_id", "ascending"), ("event_ts", "ascending")])
 
 
 # ------------------------------------------------------------------------------------ driver
