@@ -339,7 +339,7 @@ class MarginShardDaysFn(ShardDaysFn):
         from transforms.margin_engine import MarginShardEngine
 
         cfg = self.cfg
-        engine = self.restore(shard, lambda: MarginShardEngine(cfg.margin_config()))
+        engine = self.restore(shard, lambda: MarginShardEngine(cfg.margin_config(), dict_rows=True))
         for day in self.days:
             settlements = self.settlements(day, shard, cfg.margin_shards)
             health, events, rejected = margin_day(engine, settlements, day_ticks(cfg, day), day)
