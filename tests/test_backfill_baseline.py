@@ -3,7 +3,17 @@
 A tiny generated history, made less clean on purpose (an outage of every source, one across
 midnight, a silent Pyth feed, a Chainlink feed 3 % off, redelivered rounds, a stale update, a
 redelivered settlement), goes through ``defi-risk backfill`` and through the baseline; the prices
-(per asset and minute) and the VaR rows (per account, day and method) must be the same.
+(per asset and minute), the VaR rows (per account, day and method), the margin_health rows (per
+account, time, trigger and triggering settlement or prices) and the margin events must be the
+same.
+
+Margin zones: the generated accounts cross zones on prices (margin calls and recoveries that
+need health 32, the band). Two scripted accounts add what the generator does not: acct-test-x
+holds USDC against USDC debt, so its health is set by the amounts alone: 30 and 32 exactly,
+warning / margin_call / liquidation, the band on the way up from both, a margin call 299 s after
+the last (suppressed by the 300 s cooldown) and a recovery 300 s after the last (alerted);
+acct-test-y falls to health 25 while BTC (a speck of which it holds) has a doubtful price, so it
+only goes to warning, and to margin_call on the first good BTC price.
 
 VaR levels 0.8 / 0.75 instead of 0.99 / 0.975: with 5..10 scenarios, 0.99 and 0.975 both pick
 the single worst loss, which would not tell the quantile and tail-mean rules apart; at 0.8 the
@@ -14,6 +24,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +37,7 @@ import pytest
 from pipelines.backfill import BackfillConfig, backfill
 from pipelines.synthetic.bulk import generate_history
 from tests.benchmarks.backfill_baseline import run_baseline
+from tests.benchmarks.bench_backfill import margin_comparison, matched_margin_health, rows_per_day
 
 START, DAYS = date(2024, 1, 1), 20
 END = date(2024, 1, 20)
@@ -74,6 +86,53 @@ def _chainlink_off(t: pa.Table) -> pa.Table:
     return t.set_column(t.schema.get_field_index("price"), "price", off)
 
 
+# (account, minute, kind, asset, amount): health after it in the comment
+MARGIN_SCRIPT = [
+    ("acct-test-x", "2024-01-16 10:00", "deposit", "USDC", "1300"),
+    ("acct-test-x", "2024-01-16 10:00", "borrow", "USDC", "1000"),  # 30 exactly: warning
+    ("acct-test-x", "2024-01-16 10:01", "borrow", "USDC", "40"),  # 25: margin_call
+    ("acct-test-x", "2024-01-16 10:02", "repay", "USDC", "47.63"),  # 31.0: margin_call (band)
+    ("acct-test-x", "2024-01-16 10:03", "deposit", "USDC", "20"),  # 33.0: recovered
+    ("acct-test-x", "2024-01-16 10:05:59", "borrow", "USDC", "107.63"),  # 20: margin_call, 299 s
+    ("acct-test-x", "2024-01-16 10:06", "borrow", "USDC", "100"),  # 10: liquidation
+    ("acct-test-x", "2024-01-16 10:06:30", "repay", "USDC", "62.07"),  # 16.0: liquidation (band)
+    ("acct-test-x", "2024-01-16 10:07", "repay", "USDC", "37.93"),  # 20: margin_call, no event
+    ("acct-test-x", "2024-01-16 10:08", "repay", "USDC", "100"),  # 32 exactly: recovered
+    ("acct-test-x", "2024-01-16 11:00", "repay", "USDC", "1000"),  # no debt
+    ("acct-test-x", "2024-01-16 11:01", "withdraw", "USDC", "1320"),  # closed
+    ("acct-test-y", "2024-01-08 02:00", "deposit", "BTC", "0.000001"),
+    ("acct-test-y", "2024-01-08 02:00", "deposit", "USDC", "1000"),
+    ("acct-test-y", "2024-01-08 02:01", "borrow", "USDC", "500"),  # ~100: healthy
+    ("acct-test-y", "2024-01-08 04:00", "borrow", "USDC", "300"),  # ~25, BTC doubtful: warning
+    ("acct-test-y", "2024-01-08 08:00", "repay", "USDC", "300"),  # ~100: recovered
+]
+DECIMALS = {"USDC": 6, "BTC": 8}
+
+
+def _scripted(t: pa.Table, day: str) -> pa.Table:
+    rows = []
+    for i, (account, minute, kind, asset, amount) in enumerate(MARGIN_SCRIPT):
+        if not minute.startswith(day):
+            continue
+        at = datetime.fromisoformat(minute).replace(tzinfo=UTC)
+        rows.append(
+            {
+                "event_id": f"settlement:test:{account}:{i:02d}",
+                "account_id": account,
+                "venue": "aave_v3",
+                "chain_id": "eip155:1",
+                "kind": kind,
+                "asset": asset,
+                "amount_raw": str(int(Decimal(amount).scaleb(DECIMALS[asset]))),
+                "decimals": DECIMALS[asset],
+                "tx_hash": f"0x{i:064x}",
+                "block_number": 1,
+                "event_time": at,
+            }
+        )
+    return pa.concat_tables([t, pa.Table.from_pylist(rows, schema=t.schema)])
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> tuple[Path, Path, dict]:
     tmp = tmp_path_factory.mktemp("baseline")
@@ -89,6 +148,8 @@ def outputs(tmp_path_factory) -> tuple[Path, Path, dict]:
     _edit(data, prices, "2024-01-13", _drop("BTC", _at("2024-01-13", 23), None))
     _edit(data, prices, "2024-01-14", _drop("BTC", None, _at("2024-01-14", 1)))
     _edit(data, "settlements.v1", "2024-01-15", lambda t: pa.concat_tables([t, t.slice(0, 2)]))
+    for day in sorted({m[1][:10] for m in MARGIN_SCRIPT}):
+        _edit(data, "settlements.v1", day, lambda t, day=day: _scripted(t, day))
     bf, bl = tmp / "backfill", tmp / "baseline"
     cfg = BackfillConfig(START, END, str(data), str(bf), workers=1, chunk_days=DAYS,
                          var_window=VAR["var_window"], var_min_scenarios=VAR["min_scenarios"],
@@ -154,3 +215,90 @@ def test_linear_quantile_is_not_the_backfills(outputs, tmp_path):
     diff = np.abs(ours["var_usd"].to_numpy() - theirs["var_usd"].astype(float).to_numpy())
     assert diff[hs].max() > 1.0
     assert diff[~hs].max() <= 1e-6
+
+
+def test_margin_matches(outputs):
+    bf, bl, summary = outputs
+    for table in ("margin_health", "margin_events"):
+        assert rows_per_day(bf, table) == rows_per_day(bl, table), table
+    theirs, ours, unmatched = matched_margin_health(bf, bl)
+    assert unmatched == 0
+    assert summary["margin_health_rows"] == ours.num_rows > 0
+    assert ours["zone"].equals(theirs["zone"])
+    assert ours["price_status"].equals(theirs["price_status"])
+    assert set(ours["trigger"].to_pylist()) == {"settlement", "price", "snapshot"}
+    assert set(ours["price_status"].to_pylist()) == {"ok", "degraded", "price_unavailable"}
+    for col in ("collateral_usd", "borrow_usd", "health_score"):
+        # the backfill's values are exact, then rounded to 9 decimals: 1e-9 relative, or one
+        # unit of the 9th decimal
+        mine = pc.cast(ours[col], pa.float64()).to_numpy(zero_copy_only=False)
+        exact = pc.cast(theirs[col], pa.float64()).to_numpy(zero_copy_only=False)
+        np.testing.assert_allclose(mine, exact, rtol=1e-9, atol=1e-9, err_msg=col)
+    mine, exact = ours["liquidation_prices"], theirs["liquidation_prices"]
+    assert pc.list_value_length(mine).equals(pc.list_value_length(exact))
+    mine, exact = (pc.list_flatten(x).combine_chunks() for x in (mine, exact))
+    assert mine.field("asset").equals(exact.field("asset"))
+    for f in ("liquidation_price", "margin_call_price"):
+        np.testing.assert_allclose(
+            pc.cast(mine.field(f), pa.float64()).to_numpy(zero_copy_only=False),
+            pc.cast(exact.field(f), pa.float64()).to_numpy(zero_copy_only=False),
+            rtol=1e-9,
+            atol=1e-9,
+            err_msg=f,
+        )
+    check = margin_comparison(bf, bl)
+    assert check["events_equal"] and check["events"][1] == summary["margin_event_rows"] > 0
+    ours, theirs = _read(bl, "margin_events"), _read(bf, "margin_events")
+    np.testing.assert_allclose(
+        ours["health_score"], theirs["health_score"].astype(float), rtol=1e-9, atol=1e-9
+    )
+
+
+def _events_of(root: Path, account: str) -> list[tuple]:
+    e = _read(root, "margin_events")
+    e = e[e["account_id"] == account].sort_values("event_ts")
+    return [
+        (t.strftime("%m-%d %H:%M:%S"), kind, prev, alerted)
+        for t, kind, prev, alerted in zip(
+            e["event_ts"], e["event_type"], e["previous_zone"], e["alerted"], strict=True
+        )
+    ]
+
+
+def test_margin_zones_bands_cooldown_and_price_status(outputs):
+    """The scripted accounts take the detector through its rules (checked on the backfill's
+    output; test_margin_matches holds the baseline to it)."""
+    bf, _, _ = outputs
+    assert _events_of(bf, "acct-test-x") == [
+        ("01-16 10:01:00", "margin_call", "warning", True),
+        ("01-16 10:03:00", "recovered", "margin_call", True),
+        ("01-16 10:05:59", "margin_call", "warning", False),  # 299 s after the last margin call
+        ("01-16 10:06:00", "liquidation", "margin_call", True),
+        ("01-16 10:08:00", "recovered", "margin_call", True),  # 300 s after the last recovery
+    ]
+    h = _read(bf, "margin_health")
+    x = h[h["account_id"] == "acct-test-x"].sort_values("event_ts")
+    assert x["zone"].tolist() == [
+        "no_debt", "warning", "margin_call", "margin_call", "warning", "margin_call",
+        "liquidation", "liquidation", "margin_call", "warning", "no_debt", "no_debt",
+    ]  # fmt: skip
+    assert set(x["trigger"]) == {"settlement"}  # USDC against USDC: prices never move it
+    y_events = _events_of(bf, "acct-test-y")
+    assert [e[1:] for e in y_events] == [
+        ("margin_call", "warning", True),
+        ("recovered", "margin_call", True),
+    ]
+    y = h[h["account_id"] == "acct-test-y"].sort_values("event_ts")
+    at_4 = y[y["event_ts"] == _at("2024-01-08", 4).as_py()].iloc[0]
+    assert (at_4["zone"], at_4["trigger"]) == ("warning", "settlement")
+    assert at_4["price_status"] != "ok" and float(at_4["health_score"]) < 30
+    called = y[y["zone"] == "margin_call"].iloc[0]
+    assert called["trigger"] == "price" and called["price_status"] == "ok"
+    assert "01-08 06:00:00" <= y_events[0][0] < "01-08 08:00:00"
+    # the generated accounts cross zones on prices too
+    e = _read(bf, "margin_events")
+    generated = e[e["account_id"].str.startswith("acct-0")]
+    assert {"margin_call", "recovered"} <= set(generated["event_type"])
+    keyed = h.set_index(["account_id", "event_ts"])["trigger"]
+    assert "price" in {keyed.loc[(a, t)] for a, t in zip(generated["account_id"],
+                                                          generated["event_ts"], strict=True)}  # fmt: skip

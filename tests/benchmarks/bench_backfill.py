@@ -1,18 +1,32 @@
 """``defi-risk backfill`` against the one-process numpy baseline, on the same generated history.
 
     python -m tests.benchmarks.bench_backfill [DAYS] [ASSETS] [ACCOUNTS] [--full]
-        [--var-window 250] [--var-min-scenarios 30] [--workers 2]
+        [--var-window 250] [--var-min-scenarios 30] [--margin-interval-s 86400] [--workers 2]
 
 Generates DAYS (default 30; ``--full``: 730) days of 1-minute prices for ASSETS (default 20) and
 the settlements of ACCOUNTS (default 10,000) into a temp dir, then runs, each as a subprocess
 (so each peak memory is its own): the Beam backfill (``defi-risk backfill --workers 2``) and
 the baseline (``tests/benchmarks/backfill_baseline.py``), both over every day with a VaR window of
-250 daily returns and 30 at least. One JSON line: throughputs in events (price updates +
-settlements) per second, their ratio (target >= 0.5), the peak RSS of each run (the sum over the
-process and its children, sampled from /proc, and the largest single process from
-``/usr/bin/time -v`` when it is installed), the 730-day time the backfill's rate projects
-(linear in days; target 900 s), and whether the outputs agree (rows per table and day, and the
-largest VaR / ES difference).
+250 daily returns and 30 at least, and margin snapshots every ``--margin-interval-s``. Both
+compute the same tables: prices, portfolio_var, margin_health and margin_events (the baseline
+leaves out dead_letter only, a few rows a day).
+
+One JSON line: throughputs in events (price updates + settlements) per second, their ratio
+(target >= 0.5), the peak RSS of each run (the sum over the process and its children, sampled
+from /proc, and the largest single process from ``/usr/bin/time -v`` when it is installed), the
+730-day time the backfill's rate projects (linear in days; target 900 s), and whether the
+outputs agree (``outputs_agree``: the same rows per table and day for the four tables, every
+margin_health row matched, zones and price statuses equal, the same margin events), with:
+- ``rows_beam_vs_baseline``: rows per table, Beam and baseline;
+- ``var_es_max_rel_diff``: the largest relative VaR / ES difference;
+- ``margin_health_max_rel_diff``: the largest relative difference of health_score,
+  collateral_usd, borrow_usd and the liquidation / margin-call prices on the margin_health rows
+  matched by (account_id, event_ts, trigger) and the triggering settlement or priced assets
+  (the backfill's row id); ``margin_health_rows_unmatched``: rows only one side has;
+- ``margin_events_equal``: the margin events are the same (account, type, time, alerted, zone,
+  previous zone).
+The baseline computes in float64, the backfill in Decimal rounded to 9 decimals: differences of
+1e-12 relative are expected, and up to ~1e-8 on prices below 1 USD (the 9th decimal).
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tests.benchmarks.common import emit, timer
@@ -151,6 +166,93 @@ def var_difference(beam: Path, base: Path) -> float | None:
     return worst
 
 
+def _read_all(root: Path, table: str) -> pa.Table | None:
+    files = sorted((root / table).glob("date=*/part-00000.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+
+
+def _floats(col) -> np.ndarray:
+    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _rel(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Largest |x - y| / max(|x|, 1e-6), nulls (nan) equal to nulls only; None when empty."""
+    if len(x) == 0:
+        return None
+    both = np.isnan(x) & np.isnan(y)
+    with np.errstate(invalid="ignore"):
+        rel = np.abs(x - y) / np.maximum(np.abs(x), 1e-6)
+    rel = np.where(both, 0.0, rel)
+    return float(np.nan_to_num(rel, nan=np.inf).max())
+
+
+def matched_margin_health(beam: Path, base: Path) -> tuple[pa.Table | None, pa.Table | None, int]:
+    """The margin_health rows both outputs have, aligned, and how many rows only one has. Rows
+    are matched by (account_id, event_ts, trigger) and the triggering settlement id or priced
+    assets, i.e. the backfill's row id (several settlements of an account can share an
+    instant), which is computed here for the baseline's rows from its ``ref`` column."""
+    from schemas.base import deterministic_id
+
+    a, b = _read_all(beam, "margin_health"), _read_all(base, "margin_health")
+    if a is None or b is None:
+        n = (a.num_rows if a is not None else 0) + (b.num_rows if b is not None else 0)
+        return None, None, n
+    t_us = pc.cast(b["event_ts"], pa.int64()).to_pylist()
+    ids = [
+        deterministic_id("margin_health", acct, t, trig, ref)
+        for acct, t, trig, ref in zip(
+            b["account_id"].to_pylist(), t_us, b["trigger"].to_pylist(), b["ref"].to_pylist(),
+            strict=True,
+        )
+    ]  # fmt: skip
+    where = {rid: i for i, rid in enumerate(a["row_id"].to_pylist())}
+    pairs = [(where[rid], j) for j, rid in enumerate(ids) if rid in where]
+    ia = pa.array([i for i, _ in pairs], pa.int64())
+    ib = pa.array([j for _, j in pairs], pa.int64())
+    unmatched = a.num_rows + b.num_rows - 2 * len(pairs)
+    return a.take(ia), b.take(ib), unmatched
+
+
+def margin_comparison(beam: Path, base: Path) -> dict:
+    """margin_health: rows only one side has, the largest relative differences of the values
+    on the rows both have, whether zones and price statuses agree; margin_events: whether the
+    events are the same (account, type, time, alerted, zone, previous zone)."""
+    a, b, unmatched = matched_margin_health(beam, base)
+    out: dict = {"health_rows_matched": 0 if a is None else a.num_rows,
+                 "health_rows_unmatched": unmatched}  # fmt: skip
+    if a is not None:
+        diffs = {
+            c: _rel(_floats(a[c]), _floats(b[c]))
+            for c in ("health_score", "collateral_usd", "borrow_usd")
+        }
+        # the (asset, liquidation price, margin-call price) lists, row by row
+        la, lb = a["liquidation_prices"], b["liquidation_prices"]
+        fa, fb = (pc.list_flatten(x).combine_chunks() for x in (la, lb))
+        same = pc.list_value_length(la).equals(pc.list_value_length(lb)) and fa.field(
+            "asset"
+        ).equals(fb.field("asset"))
+        diffs["liquidation_prices"] = (
+            max(
+                _rel(_floats(fa.field(f)), _floats(fb.field(f))) or 0.0
+                for f in ("liquidation_price", "margin_call_price")
+            )
+            if same
+            else None  # not the same assets: no comparison
+        )
+        out["health_max_rel_diff"] = diffs
+        out["zones_equal"] = a["zone"].equals(b["zone"])
+        out["price_status_equal"] = a["price_status"].equals(b["price_status"])
+    keys = ["account_id", "event_type", "event_ts", "alerted", "zone", "previous_zone"]
+    events = []
+    for root in (beam, base):
+        t = _read_all(root, "margin_events")
+        rows = [] if t is None else t.select(keys).to_pylist()
+        events.append(sorted(tuple(r[k] for k in keys) for r in rows))
+    out["events"] = [len(events[0]), len(events[1])]
+    out["events_equal"] = events[0] == events[1]
+    return out
+
+
 # --------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -160,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--full", action="store_true", help=f"{FULL_DAYS} days")
     p.add_argument("--var-window", type=int, default=250)
     p.add_argument("--var-min-scenarios", type=int, default=30)
+    p.add_argument("--margin-interval-s", type=int, default=86_400)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     days = FULL_DAYS if a.full else a.days
@@ -174,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                              accounts=a.accounts, seed=7)  # fmt: skip
         events = input_events(data)
         span = ["--start", START.isoformat(), "--end", end.isoformat()]
-        var = ["--var-window", str(a.var_window), "--var-min-scenarios", str(a.var_min_scenarios)]
+        var = ["--var-window", str(a.var_window), "--var-min-scenarios", str(a.var_min_scenarios),
+               "--margin-interval-s", str(a.margin_interval_s)]  # fmt: skip
         cli = shutil.which("defi-risk", path=str(Path(sys.executable).parent)) or "defi-risk"
         beam = run_measured(
             [
@@ -208,11 +312,18 @@ def main(argv: list[str] | None = None) -> None:
         base_summary = json.loads((tmp / "baseline.log").read_text().strip().splitlines()[-1])
         counts = {}
         agree = True
-        for table in ("prices", "portfolio_var"):
+        for table in ("prices", "portfolio_var", "margin_health", "margin_events"):
             b, s = rows_per_day(beam_out, table), rows_per_day(base_out, table)
             agree &= b == s and len(b) == days
             counts[table] = (sum(b.values()), sum(s.values()))
         diff = var_difference(beam_out, base_out) if counts["portfolio_var"][0] else None
+        margin = margin_comparison(beam_out, base_out)
+        agree &= (
+            margin["health_rows_unmatched"] == 0
+            and margin.get("zones_equal", True)
+            and margin.get("price_status_equal", True)
+            and margin["events_equal"]
+        )
         emit(
             "backfill",
             days=days,
@@ -221,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             events=events,
             var_window=a.var_window,
             var_min_scenarios=a.var_min_scenarios,
+            margin_interval_s=a.margin_interval_s,
             workers=a.workers,
             generate_seconds=round(gen["seconds"], 2),
             beam_seconds=round(beam["seconds"], 2),
@@ -238,9 +350,16 @@ def main(argv: list[str] | None = None) -> None:
             target_full_seconds=TARGET_FULL_SECONDS,
             price_rows=counts["prices"][0],
             var_rows=counts["portfolio_var"][0],
+            margin_health_rows=counts["margin_health"][0],
+            margin_event_rows=counts["margin_events"][0],
             outputs_agree=agree,
             rows_beam_vs_baseline={k: list(v) for k, v in counts.items()},
             var_es_max_rel_diff=diff,
+            margin_health_max_rel_diff=margin.get("health_max_rel_diff"),
+            margin_health_rows_unmatched=margin["health_rows_unmatched"],
+            margin_zones_equal=margin.get("zones_equal"),
+            margin_price_status_equal=margin.get("price_status_equal"),
+            margin_events_equal=margin["events_equal"],
         )
 
 
