@@ -1,19 +1,26 @@
 """The backfill's outputs with plain numpy and pyarrow in one process: a baseline and a cross-check.
 
     python -m tests.benchmarks.backfill_baseline --input DIR --output DIR --start D --end D \\
-        [--var-window 250] [--var-min-scenarios 30]
+        [--var-window 250] [--var-min-scenarios 30] [--margin-interval-s 86400] [--no-margin]
 
 Reads the day-partitioned Parquet of ``generate_history`` (``market.prices.v1/date=D/``,
 ``settlements.v1/date=D/``, ``feeds.toml``) and writes, per day, ``prices/date=D/part-00000.parquet``
-(per asset and minute window: price, status, sources) and ``portfolio_var/date=D/...`` (per
-account and method: value, VaR, ES). Written from the rules, not from ``transforms/`` (only the
-feed registry is read with ``transforms.oracles.load_registry``), so that it checks the backfill.
+(per asset and minute window: price, status, sources), ``portfolio_var/date=D/...`` (per
+account and method: value, VaR, ES), ``margin_health/date=D/...`` (account, time, trigger, ref,
+collateral and debt in USD, health, zone, price status, liquidation prices) and
+``margin_events/date=D/...`` (account, type, zone, previous zone, health, time, alerted); its own
+simple schemas, floats where the tables have decimals. Written from the rules, not from
+``transforms/`` (only the feed registry is read with ``transforms.oracles.load_registry``), so
+that it checks the backfill. ``--no-margin`` leaves the margin tables out (to time the rest).
 
 One pass over the days, carrying only what the next day needs:
 - per asset and source the latest accepted price update, and whether an outage is open;
 - positions as int64 arrays, accounts x assets, in units of 1e-9 token (exact: a settlement
-  that would drive a balance below zero is refused, a balance back at zero closes the position);
-- per asset its last ``window + 1`` daily closes.
+  that would drive a balance below zero is refused, a balance back at zero closes the position),
+  and the day's settlements in order with whether each was applied;
+- per asset its last ``window + 1`` daily closes;
+- for margin: per asset its last good composite price and last status, per account its zone and
+  the time of its last alert of each type, and the next snapshot time.
 
 Rules (the streaming path's, as documented in README.md and ``transforms/composite_price.py``):
 - validation: unknown asset or feed, price <= 0, stale (observed - publish > heartbeat + grace),
@@ -37,10 +44,46 @@ Rules (the streaming path's, as documented in README.md and ``transforms/composi
   historical ES: the Acerbi-Tasche tail mean; parametric: normal with the sample mean and
   covariance (ddof 1). Values are rounded to 6 decimals, as the tables are.
 
+Margin rules (``transforms/margin_engine.py``, ``margin_event_detector.py``, ``margin_health.py``),
+replayed over the day's composite prices (the ``prices`` rows, one instant per window end) and
+its settlements:
+- events in time order, the prices of an instant before the settlements at it; an account is
+  valued with the last good price of each held asset (an unavailable row keeps the price and
+  sets the status) and not at all while a held asset has never had one; its price status is the
+  worst status (ok < degraded < price_unavailable) of the assets it holds;
+- health = (collateral - debt) / debt x 100, none without debt; zones: no_debt, healthy >= 50,
+  warning < 50, margin_call < 30, liquidation < 15, each strict;
+- the detector, at every observation: a worse zone is entered at once, but never margin_call or
+  liquidation on a price status other than ok (the zone is held; healthy / no_debt go to
+  warning); a better zone is reached only when health clears the zone left by the band (2):
+  out of liquidation at 17, out of margin_call at 32; entering margin_call or liquidation is an
+  event of that type, leaving them for warning, healthy or no_debt a ``recovered`` event;
+  alerted unless the account's previous alert of that type is less than the cooldown (300 s)
+  before;
+- rows: after every applied settlement (trigger settlement, ref its event id; the account is
+  observed), when a price instant moves an account to another zone (trigger price, ref the
+  assets priced at the instant, by name), and every ``--margin-interval-s`` for every account
+  with debt (trigger snapshot, the zone not re-observed), the grid starting at the first event;
+  liquidation prices per collateral asset, by name: p = ((1 + T/100) debt - other collateral)
+  / quantity for T = 15 and 30, 0 when the other collateral alone suffices;
+- how: between two settlements of an account its positions are constant, so its health over
+  the instants is a ratio of two matrix products; the zone can only change where health leaves
+  the zone's interval, so (1) a bound from each asset's lowest and highest price over the span
+  settles nearly every account, (2) blocks of the others get health at every instant, (3) the
+  few that change are walked from change to change. Float64, with every ratio within 1e-9 of
+  a threshold decided in integers (1e-18 USD), so zones are exact; values differ from the
+  backfill's Decimals by ~1e-12 relative (rounding to 9 decimals there).
+
 Known differences from the backfill, by design (none arise in generated histories): the backfill
 values accounts per shard (``--var-shards``), so "the held assets" are those of the shard, not
 of all accounts, which only matters when an asset misses a day's close; duplicate settlements
-are recognised within a day here (by event id), across days there.
+are recognised within a day here (by event id), across days there (the margin engine forgets an
+account's ids when it purges it, closed for 10 minutes at a day's end; purging changes nothing
+else: a closed account has no zone and its cooldowns have run out by then); the margin
+snapshot grid starts at the first event of all accounts here, of the shard's there (they differ
+only when a shard's first event falls exactly on the grid); a settlement is never late here
+(each day holds its own), while the stream applies one up to ``allowed_lateness_s`` late at
+the processed time and refuses it beyond.
 """
 
 from __future__ import annotations
