@@ -73,6 +73,9 @@ PRICES, SETTLEMENTS = "market.prices.v1", "settlements.v1"
 TABLES = ("prices", "portfolio_var", "margin_health", "margin_events", "dead_letter")
 SCRATCH = "_backfill/scratch"  # composite prices of warm-up days: read by the margin replay
 STATE_DIR = "_backfill"
+# Part of every fingerprint: raise it when the rows or the pickled engine state change, so that a
+# newer version recomputes old days and never resumes from state it cannot read.
+CODE_VERSION = 2
 
 
 class BackfillError(ValueError):
@@ -125,6 +128,7 @@ class BackfillConfig:
                 "var_min_scenarios", "window_s", "min_sources", "margin_shards",
                 "margin_interval_s")  # fmt: skip
         data = {k: getattr(self, k) for k in keys}
+        data["code"] = CODE_VERSION
         data["registry"] = hashlib.sha256(Path(self.registry_path()).read_bytes()).hexdigest()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -227,8 +231,13 @@ def done_days(
     return out
 
 
-def state_path(output_dir: str | Path, day: date, shard: int, kind: str = "var") -> Path:
-    return Path(output_dir) / STATE_DIR / "state" / day.isoformat() / f"{kind}-shard-{shard}.pkl"
+def state_path(
+    output_dir: str | Path, fingerprint: str, day: date, shard: int, kind: str = "var"
+) -> Path:
+    """A shard engine's state after ``day``, under its configuration's fingerprint: a run with
+    another configuration never resumes from it."""
+    folder = Path(output_dir) / STATE_DIR / "state" / fingerprint / day.isoformat()
+    return folder / f"{kind}-shard-{shard}.pkl"
 
 
 # ------------------------------------------------------------------------------------ DoFns
@@ -272,14 +281,16 @@ class ShardDaysFn(beam.DoFn):
         self.cfg, self.days, self.resume_from = cfg, days, resume_from
 
     def restore(self, shard: int, new_engine: Callable[[], object]):
+        cfg = self.cfg
         if self.resume_from is not None:
-            path = state_path(self.cfg.output_dir, self.resume_from, shard, self.kind)
+            path = state_path(cfg.output_dir, cfg.fingerprint(), self.resume_from, shard, self.kind)
             if path.exists():
                 return pickle.loads(path.read_bytes())
         return new_engine()
 
     def save(self, shard: int, engine) -> None:
-        path = state_path(self.cfg.output_dir, self.days[-1], shard, self.kind)
+        cfg = self.cfg
+        path = state_path(cfg.output_dir, cfg.fingerprint(), self.days[-1], shard, self.kind)
         write_bytes_atomic(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), path)
 
     def settlements(self, day: date, shard: int, shards: int) -> list:
@@ -524,9 +535,9 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print, publisher=
     # Resume from saved state when the day before the first pending one has it.
     prev = first - timedelta(days=1)
     has_state = all(
-        state_path(cfg.output_dir, prev, s).exists() for s in range(cfg.var_shards)
+        state_path(cfg.output_dir, fp, prev, s).exists() for s in range(cfg.var_shards)
     ) and all(
-        state_path(cfg.output_dir, prev, s, "margin").exists() for s in range(cfg.margin_shards)
+        state_path(cfg.output_dir, fp, prev, s, "margin").exists() for s in range(cfg.margin_shards)
     )
     warm_from = first if has_state else available[0]
     todo = [d for d in available if warm_from <= d <= cfg.end]

@@ -193,6 +193,22 @@ def test_another_configuration_recomputes_the_days(history, clean, tmp_path):
     assert changed["written"] == 10 and changed["skipped"] == 0
 
 
+def test_another_configuration_never_resumes_from_the_first_ones_state(history, tmp_path):
+    """The first run saves engine state at its chunk ends (Jan 4, 8, 12 with 4-day chunks from
+    Jan 1). A run with another VaR window starting on Jan 5 must replay from the first day, not
+    restore the Jan 4 state of the old window: its rows equal a clean run's."""
+    out, clean_out = tmp_path / "shared", tmp_path / "clean4"
+    backfill(config(history, out), say=lambda _m: None)
+    later = dict(start=date(2024, 1, 5), var_window=4)
+    backfill(config(history, out, **later), say=lambda _m: None)
+    backfill(config(history, clean_out, **later), say=lambda _m: None)
+    got, want = tables(out), tables(clean_out)
+    for name in ("portfolio_var", "margin_health"):
+        cut = got[name][got[name][KEYS[name]].isin(want[name][KEYS[name]])]
+        assert len(cut) == len(want[name]) > 0
+        pd.testing.assert_frame_equal(cut.reset_index(drop=True), want[name], check_exact=True)
+
+
 def test_a_killed_run_resumes_where_it_stopped(history, clean, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipelines.cli", "backfill", "--start", str(FIRST), "--end",
