@@ -593,7 +593,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     bf = sub.add_parser(
         "backfill",
-        help="Recompute a date range of history (prices, VaR) into day partitions; resumable.",
+        help="Recompute a date range of history (prices, VaR/ES, margin health and events, dead "
+        "letters) into day partitions or BigQuery; idempotent and resumable.",
     )
     from pipelines.backfill import add_backfill_arguments
 

@@ -183,3 +183,42 @@ def test_constructed_rows_equal_validated_rows():
             assert MarginHealthRow.model_validate(row.model_dump()).model_dump() == row.model_dump()
             n += 1
     assert n > 100
+
+
+def test_a_day_of_composite_rows_as_columns_gives_the_ticks_output():
+    """The backfill hands ``advance_batch`` a day's prices table as ``TickColumns`` (prices as
+    int64 units of 1e-9, no object per row): the same output and state as the ticks."""
+    import pyarrow as pa
+
+    from transforms.backfill_batches import PRICE_SCHEMA, price_ticks
+
+    rng = random.Random(21)
+    cfg = MarginConfig(snapshot_s=900)
+    as_list, as_columns = MarginShardEngine(cfg), MarginShardEngine(cfg, dict_rows=True)
+    walk, serial = {}, [0]
+    for h in range(4):
+        lo, hi = h * 3600, (h + 1) * 3600
+        ticks, setts = market(rng, lo, hi, walk), flows(rng, lo, hi, 30, serial)
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "price_id": str(i),
+                    "asset": p.asset,
+                    "quote": "USD",
+                    "price": p.price,
+                    "status": p.status,
+                    "n_sources": 2,
+                    "sources": [],
+                    "sources_set_aside": [],
+                    "spread_bps": None,
+                    "window_start": T0,
+                    "event_time": T0 + timedelta(microseconds=p.t_us - _us(0)),
+                }  # fmt: skip
+                for i, p in enumerate(ticks)
+            ],
+            schema=PRICE_SCHEMA,
+        )
+        a = as_list.advance_batch(setts, ticks, _us(hi))
+        b = as_columns.advance_batch(setts, price_ticks(table), _us(hi))
+        assert _rows(a[0]) == _rows(b[0]) and _state(as_list) == _state(as_columns)
+        assert sum(r.trigger == "price" for _, r in a[0].health) > 0

@@ -403,19 +403,20 @@ def previous_day(day: date) -> date:
 
 # --------------------------------------------------------------------------------- margin
 def price_ticks(prices: pa.Table):
-    """A day's composite rows as the margin engine's ticks (price None when unavailable)."""
-    from transforms.margin_engine import PriceTick
+    """A day's composite rows as the margin engine's ``TickColumns`` (arrays, no object per
+    row; the Decimal price of a row is made only when the engine values an account with it)."""
+    from transforms.margin_engine import TickColumns
 
-    if prices.num_rows == 0:
-        return []
-    assets = prices["asset"].to_pylist()
-    t_us = _us(prices["event_time"])
-    status = prices["status"].to_pylist()
-    price = prices["price"].to_pylist()
-    return [
-        PriceTick(a, int(t), p, st)
-        for a, t, p, st in zip(assets, t_us.tolist(), price, status, strict=True)
-    ]
+    price = prices["price"]
+    unavailable = pc.is_null(price).to_numpy(zero_copy_only=False)
+    nano = _nano(pc.fill_null(price, pa.scalar(0, price.type))) if len(price) else np.zeros(0)
+    return TickColumns(
+        t_us=_us(prices["event_time"]),
+        asset=np.asarray(prices["asset"].to_pylist(), dtype=object),
+        status=np.asarray(prices["status"].to_pylist(), dtype=object),
+        price_f=np.where(unavailable, np.nan, nano / NANO),
+        nano=nano,
+    )
 
 
 def margin_day(engine, settlements: list[Settlement], ticks: list, day: date):

@@ -37,6 +37,7 @@ reopen it (it is refused as late) and state does not grow with every account eve
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -179,15 +180,15 @@ class MarginShardEngine:
         return out, later_s, later_t
 
     def advance_batch(
-        self, settlements: list[Settlement], ticks: list[PriceTick], until_us: int
+        self, settlements: list[Settlement], ticks: list[PriceTick] | TickColumns, until_us: int
     ) -> tuple[MarginOutput, list[Settlement], list[PriceTick]]:
         """``advance``, computed account by account: the same rows, events and alerts (in
         another order) and the same state afterwards. The backfill's path.
 
         ``advance`` screens every account holding a moved asset at every price instant: a day
         of whole-market 1-minute packs is 1,440 numpy passes over the shard. Here the batch's
-        prices are laid out first (instants x assets; tick by tick, with the same staleness
-        rule), so that an account's float health at every instant between two of its
+        prices are laid out first (instants x assets, with the same staleness rule; ``ticks``
+        may be ``TickColumns``, the backfill's day of composite rows as arrays), so that an account's float health at every instant between two of its
         settlements is one matrix product, done for blocks of accounts at once. An account is
         walked instant by instant only from where its float health leaves its zone or comes
         within ``NEAR`` of a threshold; everything else only gets its snapshot rows.
@@ -202,20 +203,13 @@ class MarginShardEngine:
         """
         out = MarginOutput()
         later_s = [s for s in settlements if epoch_micros(s.event_time) > until_us]
-        later_t = [p for p in ticks if p.t_us > until_us]
+        columns = ticks if isinstance(ticks, TickColumns) else TickColumns.from_ticks(ticks)
+        later_t = columns.ticks_after(until_us)
         accepted = self._accept(settlements, until_us, out)
-        instants = _instants(ticks, until_us)
         for _, s in accepted:  # every column exists before the price matrix is laid out
             self._col(s.asset)
-        for _, group in instants:
-            for p in group:
-                self._col(p.asset)
-        tape = _PriceTape(dict(self.prices), dict(self.status))
-        for t, group in instants:
-            moved = self._apply_prices(group, out)
-            tape.add(t, ",".join(p.asset for p in group), moved, self)
-        tape.freeze(len(self.asset_col))
-        first = min([t for t, _ in instants[:1]] + [t for t, _ in accepted] + [until_us])
+        tape = _PriceTape(self, columns, until_us, out)
+        first = min(tape.t[:1] + [t for t, _ in accepted] + [until_us])
         snapshots = self._snapshot_times(first, until_us)
 
         by_account: dict[str, list[tuple[int, Settlement]]] = {}
@@ -327,7 +321,7 @@ class MarginShardEngine:
             flagged = np.flatnonzero(eligible[i:] & self._unsafe(health[i:], z)) + i
             for j in flagged.tolist():
                 k = k0 + j
-                self._evaluate(account, tape.t[k], "price", tape.refs[k], out, observe_zone=True,
+                self._evaluate(account, tape.t[k], "price", tape.ref(k), out, observe_zone=True,
                                only_change=True, prices=tape.prices(k),
                                statuses=tape.statuses(k))  # fmt: skip
                 if self.zone_code[r] != z:  # a new zone: screen the rest against it
@@ -723,52 +717,170 @@ class _Screen:
         return self.health[i], self.eligible[i]
 
 
+@dataclass
+class TickColumns:
+    """Price ticks as columns (no object per tick): ``advance_batch``'s input in the backfill.
+    ``price_f`` is the float price (nan: unavailable); the Decimal price of tick ``i`` comes from
+    ``nano`` (int64 units of 1e-9, the prices table's decimal128(38, 9)) or ``decimals``."""
+
+    t_us: np.ndarray  # int64
+    asset: np.ndarray  # str objects
+    status: np.ndarray  # str objects
+    price_f: np.ndarray  # float64
+    nano: np.ndarray | None = None
+    decimals: list[Decimal | None] | None = None
+
+    @classmethod
+    def from_ticks(cls, ticks: list[PriceTick]) -> TickColumns:
+        return cls(
+            np.array([p.t_us for p in ticks], dtype=np.int64),
+            np.array([p.asset for p in ticks], dtype=object),
+            np.array([p.status for p in ticks], dtype=object),
+            np.array([np.nan if p.price is None else float(p.price) for p in ticks]),
+            decimals=[p.price for p in ticks],
+        )
+
+    @property
+    def valid(self) -> np.ndarray:
+        return ~np.isnan(self.price_f)
+
+    def price(self, i: int) -> Decimal | None:
+        if self.decimals is not None:
+            return self.decimals[i]
+        return None if np.isnan(self.price_f[i]) else Decimal(int(self.nano[i])).scaleb(-9)
+
+    def ticks_after(self, until_us: int) -> list[PriceTick]:
+        return [
+            PriceTick(str(self.asset[i]), int(self.t_us[i]), self.price(i), str(self.status[i]))
+            for i in np.flatnonzero(self.t_us > until_us)
+        ]
+
+
+class _PricesAt(Mapping):
+    """The Decimal prices after instant ``k`` of a tape, made per asset when looked up: an
+    evaluation reads the few assets its account holds, not all of them."""
+
+    def __init__(self, tape: _PriceTape, k: int):
+        self._tape, self._row = tape, tape._last_good[k]
+        self._start = tape._start[0]
+
+    def __getitem__(self, asset: str) -> Decimal:
+        j = self._tape._col_of.get(asset)
+        pos = -1 if j is None else int(self._row[j])
+        if pos < 0:
+            return self._start[asset]  # KeyError: never priced
+        return self._tape._decimal(pos)
+
+    def __contains__(self, asset: object) -> bool:
+        j = self._tape._col_of.get(asset)
+        return (j is not None and self._row[j] >= 0) or asset in self._start
+
+    def __iter__(self):
+        return iter(
+            set(self._start)
+            | {self._tape._name[j] for j in np.flatnonzero(self._row >= 0).tolist()}
+        )
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class _PriceTape:
-    """A batch's price instants as ``advance`` would see them one after the other: times, refs,
-    the float price matrix, the moved columns, and the Decimal prices and statuses after each
-    instant (index -1: before the batch)."""
+    """A batch's price instants as ``advance`` would see them one after the other (its
+    ``_apply_prices`` per instant, as arrays): times, refs, the float price matrix, the moved
+    columns, and the Decimal prices and statuses after each instant (index -1: before the batch,
+    built when asked). Laying it out moves the engine's prices to the batch's end."""
 
-    def __init__(self, prices: dict[str, Decimal], statuses: dict[str, str]):
-        self.t: list[int] = []
-        self.refs: list[str] = []
-        self._prices: list[dict[str, Decimal]] = [prices]
-        self._statuses: list[dict[str, str]] = [statuses]
-        self._pvecs: list[np.ndarray] = []
-        self._moved: list[list[int]] = []
-
-    def add(self, t: int, ref: str, moved: list[int], engine: MarginShardEngine) -> None:
-        self.t.append(t)
-        self.refs.append(ref)
-        self._moved.append(moved)
-        self._pvecs.append(engine.pvec.copy())
-        self._prices.append(dict(engine.prices))
-        self._statuses.append(dict(engine.status))
-
-    def freeze(self, width: int) -> None:
-        self.size = len(self.t)
-        self.price = np.full((self.size, width), np.nan)
-        self.moved = np.zeros((self.size, width), dtype=bool)
-        for k, (pvec, moved) in enumerate(zip(self._pvecs, self._moved, strict=True)):
-            self.price[k, : pvec.size] = pvec
-            self.moved[k, moved] = True
-        self._pvecs = []
+    def __init__(self, engine: MarginShardEngine, ticks: TickColumns, until_us: int, out):
+        keep = np.flatnonzero(ticks.t_us <= until_us)
+        names, code = np.unique(ticks.asset[keep].astype(str), return_inverse=True)
+        order = np.lexsort((code, ticks.t_us[keep]))  # by time, then asset (as advance sorts)
+        self._ticks, self._idx = ticks, keep[order]
+        t, code = ticks.t_us[self._idx], code[order]
+        col_of = np.array([engine._col(str(n)) for n in names], dtype=np.int64)
+        cols = col_of[code] if len(names) else np.zeros(0, dtype=np.int64)
+        width = len(engine.asset_col)
+        # Within the batch an asset's ticks come in time order, so a tick is stale only against
+        # the asset's price time before the batch.
+        since = np.array([engine.price_us.get(str(n), -1) for n in names], dtype=np.int64)
+        fresh = t >= (since[code] if len(names) else t)
+        out.stale_prices += int((~fresh).sum())
+        instants, inst = np.unique(t, return_inverse=True)
+        self.t: list[int] = instants.tolist()
+        self.size = size = len(self.t)
+        self._ref_bounds = (
+            np.searchsorted(t, instants, side="left"),
+            np.searchsorted(t, instants, side="right"),
+        )
+        self._sorted_assets = names[code] if len(names) else np.zeros(0, dtype=object)
+        self.moved = np.zeros((size, width), dtype=bool)
+        self.moved[inst[fresh], cols[fresh]] = True
+        good = fresh & ~np.isnan(ticks.price_f[self._idx])
+        self._last_good = _last_index(inst, cols, good, size, width)
+        self._last_any = _last_index(inst, cols, fresh, size, width)
+        start = np.full(width, np.nan)
+        start[: engine.pvec.size] = engine.pvec
+        self.price = np.where(
+            self._last_good >= 0, ticks.price_f[self._idx][np.maximum(self._last_good, 0)], start
+        )
+        self._name = {j: a for a, j in engine.asset_col.items()}
+        self._col_of = dict(engine.asset_col)
+        self._start = (dict(engine.prices), dict(engine.status))
+        self._dec: dict[int, Decimal] = {}
+        self._prices: dict[int, _PricesAt] = {}
+        self._statuses: dict[int, dict[str, str]] = {}
+        self._refs: dict[int, str] = {}
         # assets x instants, as floats: the screen multiplies positions with them
         self.valued_t = np.ascontiguousarray(np.nan_to_num(self.price, nan=0.0).T)
         self.moved_t = np.ascontiguousarray(self.moved.T, dtype=np.float64)
         self.unpriced_t = np.ascontiguousarray(np.isnan(self.price).T, dtype=np.float64)
         # each asset's lowest and highest float price of the batch (0 while unpriced)
-        self.low = self.valued_t.min(axis=1) if self.size else np.zeros(width)
-        self.high = self.valued_t.max(axis=1) if self.size else np.zeros(width)
+        self.low = self.valued_t.min(axis=1) if size else np.zeros(width)
+        self.high = self.valued_t.max(axis=1) if size else np.zeros(width)
+        if size:  # the engine's prices after the batch, as advance leaves them
+            engine.prices, engine.status = self.prices(size - 1), self.statuses(size - 1)
+            engine.prices, engine.status = dict(engine.prices), dict(engine.status)
+            for j in np.flatnonzero(self._last_any[-1] >= 0):
+                engine.price_us[self._name[j]] = int(t[self._last_any[-1, j]])
+            engine.pvec = self.price[-1].copy()
+
+    def _decimal(self, pos: int) -> Decimal:
+        d = self._dec.get(pos)
+        if d is None:
+            d = self._dec[pos] = self._ticks.price(int(self._idx[pos]))
+        return d
+
+    def prices(self, k: int) -> Mapping[str, Decimal]:
+        if k < 0:
+            return self._start[0]
+        d = self._prices.get(k)
+        if d is None:
+            d = self._prices[k] = _PricesAt(self, k)
+        return d
+
+    def statuses(self, k: int) -> dict[str, str]:
+        if k < 0:
+            return self._start[1]
+        d = self._statuses.get(k)
+        if d is None:
+            d = dict(self._start[1])
+            row, status = self._last_any[k], self._ticks.status
+            for j in np.flatnonzero(row >= 0).tolist():
+                d[self._name[j]] = str(status[self._idx[row[j]]])
+            self._statuses[k] = d
+        return d
+
+    def ref(self, k: int) -> str:
+        """The assets priced at instant k, stale ticks included (``advance``'s ref)."""
+        r = self._refs.get(k)
+        if r is None:
+            lo, hi = self._ref_bounds[0][k], self._ref_bounds[1][k]
+            r = self._refs[k] = ",".join(str(a) for a in self._sorted_assets[lo:hi])
+        return r
 
     def index_at(self, t: int) -> int:
         """Index of the last instant at or before ``t`` (-1: none)."""
         return bisect_right(self.t, t) - 1
-
-    def prices(self, k: int) -> dict[str, Decimal]:
-        return self._prices[k + 1]
-
-    def statuses(self, k: int) -> dict[str, str]:
-        return self._statuses[k + 1]
 
     def screen(self, coll, debt, k0: int = 0, k1: int | None = None) -> _Screen:
         """The float screen of accounts with positions ``coll``/``debt`` (rows x assets) held
@@ -787,3 +899,12 @@ class _PriceTape:
             holds @ self.unpriced_t[cols, k0:k1] > 0
         )
         return _Screen(health, eligible)
+
+
+def _last_index(inst: np.ndarray, cols: np.ndarray, mask: np.ndarray, size: int, width: int):
+    """instants x columns: the position of the last masked tick of each column at or before each
+    instant (-1: none). Positions increase with time, so a running maximum carries them."""
+    last = np.full((size, width), -1, dtype=np.int64)
+    pos = np.flatnonzero(mask)
+    np.maximum.at(last, (inst[pos], cols[pos]), pos)  # unbuffered: repeated cells keep the max
+    return np.maximum.accumulate(last, axis=0) if size else last

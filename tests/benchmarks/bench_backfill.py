@@ -3,8 +3,9 @@
     python -m tests.benchmarks.bench_backfill [DAYS] [ASSETS] [ACCOUNTS] [--full]
         [--var-window 250] [--var-min-scenarios 30] [--margin-interval-s 86400] [--workers 2]
 
-Generates DAYS (default 30; ``--full``: 730) days of 1-minute prices for ASSETS (default 20) and
-the settlements of ACCOUNTS (default 10,000) into a temp dir, then runs, each as a subprocess
+Generates DAYS (default 60, so that VaR, which needs 30 daily returns, covers half of them;
+``--full``: 730) days of 1-minute prices for ASSETS (default 20) and the settlements of ACCOUNTS
+(default 10,000) into a temp dir, then runs, each as a subprocess
 (so each peak memory is its own): the Beam backfill (``defi-risk backfill --workers 2``) and
 the baseline (``tests/benchmarks/backfill_baseline.py``), both over every day with a VaR window of
 250 daily returns and 30 at least, and margin snapshots every ``--margin-interval-s``. Both
@@ -259,7 +260,7 @@ def margin_comparison(beam: Path, base: Path) -> dict:
 # --------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("days", nargs="?", type=int, default=30)
+    p.add_argument("days", nargs="?", type=int, default=60)
     p.add_argument("assets", nargs="?", type=int, default=20)
     p.add_argument("accounts", nargs="?", type=int, default=10_000)
     p.add_argument("--full", action="store_true", help=f"{FULL_DAYS} days")
