@@ -856,6 +856,8 @@ class _PriceTape:
         d = self._prices.get(k)
         if d is None:
             d = self._prices[k] = _PricesAt(self, k)
+            if k == self.size - 1:  # the batch's end: every snapshot reads it, a dict is faster
+                d = self._prices[k] = dict(d)
         return d
 
     def statuses(self, k: int) -> dict[str, str]:
