@@ -150,3 +150,24 @@ def test_an_outage_open_at_midnight_is_reported_once():
 def test_no_updates_and_no_carry_gives_nothing():
     span, rej, carry = compose_span({}, Carry(), T0 + DAY, HEARTBEAT, PRIORITY)
     assert len(span) == 0 and rej == [] and carry.next_start_us is None
+
+
+def test_decimal_array_is_the_exact_inverse_of_the_int64_reading():
+    """Prices go to the decimal128(38, 9) column from their buffers: the same values as Decimal
+    objects would give, nulls where unavailable, negative and extreme values included."""
+    import pyarrow as pa
+
+    from transforms.backfill_batches import _nano, decimal_array
+
+    nano = np.array([1, 3_000_000_000_000, -5, 0, 2**62, -(2**62), 123_456_789], dtype=np.int64)
+    null = np.array([False, False, False, True, False, False, False])
+    got = decimal_array(nano, null)
+    want = pa.array(
+        [None if u else Decimal(int(v)).scaleb(-9) for u, v in zip(null, nano, strict=True)],
+        pa.decimal128(38, 9),
+    )
+    assert got.equals(want) and got.null_count == 1
+    assert np.array_equal(_nano(pa.array(got.to_pylist()[:3], pa.decimal128(38, 9))), nano[:3])
+    assert decimal_array(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)).equals(
+        pa.array([], pa.decimal128(38, 9))
+    )

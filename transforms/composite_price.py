@@ -23,6 +23,8 @@ import statistics
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from schemas.base import deterministic_id
+
 MICROS = 1_000_000
 # When two sources disagree the lower number is kept (the registry's preferred source first).
 SOURCE_PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}
@@ -34,8 +36,6 @@ def source_priority(source: str) -> int:
 
 def price_id(asset: str, window_end_us: int) -> str:
     """The id of a composite price row: the same for the stream and the backfill."""
-    from schemas.base import deterministic_id
-
     return deterministic_id("prices", asset, window_end_us)
 
 
