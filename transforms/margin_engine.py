@@ -16,6 +16,15 @@ fed to the detector. Everything else costs a few nanoseconds per account. With 1
 64 shards, a price tick is 64 elements (one per shard) each doing ~1.6k-row numpy work, instead
 of 100k per-account elements; the per-element Beam cost is paid per shard, not per account.
 
+The backfill's path: ``advance_batch``
+--------------------------------------
+A day of a backfill is 1,440 whole-market price instants and thousands of accounts; ``advance``
+would screen every account at every instant. ``advance_batch`` produces the same rows, events,
+alerts and state account by account: the batch's prices are laid out first (``_PriceTape``), an
+account that no mix of the day's lowest and highest prices can move out of its zone gets only its
+snapshot rows, and the others are walked from one flagged instant to the next (its docstring says
+why the output is the same; ``tests/test_margin_engine_batch.py`` checks it on random markets).
+
 Rows
 ----
 - after every applied settlement, for its account (``trigger`` settlement);
