@@ -36,7 +36,7 @@ import pytest
 
 from pipelines.backfill import BackfillConfig, backfill
 from pipelines.synthetic.bulk import generate_history
-from tests.benchmarks.backfill_baseline import run_baseline
+from tests.benchmarks.backfill_baseline import Positions, run_baseline
 from tests.benchmarks.bench_backfill import margin_comparison, matched_margin_health, rows_per_day
 
 START, DAYS = date(2024, 1, 1), 20
@@ -302,3 +302,129 @@ def test_margin_zones_bands_cooldown_and_price_status(outputs):
     keyed = h.set_index(["account_id", "event_ts"])["trigger"]
     assert "price" in {keyed.loc[(a, t)] for a, t in zip(generated["account_id"],
                                                           generated["event_ts"], strict=True)}  # fmt: skip
+
+
+def _settlements(day: int, rows: list[tuple[str, str, str, str, int]]) -> pa.Table:
+    """(account, kind, asset, amount in tokens as text, decimals), one minute apart."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "event_id": f"settlement:big:{day}:{i:03d}",
+                "account_id": account,
+                "kind": kind,
+                "asset": asset,
+                "amount_raw": str(int(Decimal(amount).scaleb(decimals))),
+                "decimals": decimals,
+                "event_time": datetime(2024, 1, day, 0, i, tzinfo=UTC),
+            }
+            for i, (account, kind, asset, amount, decimals) in enumerate(rows)
+        ],
+        schema=pa.schema(
+            [
+                ("event_id", pa.string()),
+                ("account_id", pa.string()),
+                ("kind", pa.string()),
+                ("asset", pa.string()),
+                ("amount_raw", pa.string()),
+                ("decimals", pa.int64()),
+                ("event_time", TS),
+            ]
+        ),
+    )
+
+
+def _reference(days: list[pa.Table]) -> tuple[list[list[bool]], dict]:
+    """What ``transforms.positions.PositionBook`` (exact Decimals) applies, and the balances."""
+    from schemas.events import Settlement
+    from transforms.positions import PositionBook
+
+    books: dict[str, PositionBook] = {}
+    applied = []
+    for t in days:
+        applied.append([])
+        for r in t.to_pylist():
+            book = books.setdefault(r["account_id"], PositionBook(r["account_id"]))
+            s = Settlement(**r, venue="aave_v3")
+            applied[-1].append(book.apply(s).applied)
+    balances = {
+        (a, side, asset): q
+        for a, b in books.items()
+        for side, book in ((0, b.collateral), (1, b.debt))
+        for asset, q in book.items()
+    }
+    return applied, balances
+
+
+def _baseline_positions(days: list[pa.Table]) -> tuple[list[list[bool]], dict]:
+    pos = Positions(["ETH", "ADA", "DAI"])
+    applied = []
+    for t in days:
+        pos.apply(t)
+        order = np.argsort(pos.log["event_id"].astype(str))  # the tables are in event id order
+        applied.append(pos.log["applied"][order].tolist())
+    balances = {}
+    for side, a, j in zip(*np.nonzero(pos.bal), strict=True):
+        q = Decimal(int(pos.bal[side, a, j])).scaleb(-int(pos.exponent[j]))
+        balances[(pos.accounts[a], int(side), pos.assets[j])] = q
+    return applied, balances
+
+
+def test_positions_beyond_int64_nano_units_are_exact():
+    """Balances above 9.22e9 tokens (int64 units of 1e-9 token) are held exactly: the
+    generated 730-day history has 1.1e10 ADA in one account (acct-01959, 2025-12-29), which the
+    baseline's int64 units of 1e-9 overflowed (the deposit refused). The refusal rule and the
+    balances are PositionBook's: amounts of 1e-6, then finer ones of 1e-9 (the asset's unit gets
+    finer), an amount above 9.22e9 tokens, and a day whose int64 sums could overflow (the
+    exact way)."""
+    day1 = _settlements(
+        1,
+        [
+            ("a", "deposit", "ETH", "6000000000.000001", 18),
+            ("a", "deposit", "ETH", "5000000000", 18),  # 1.1e10 ETH
+            ("a", "withdraw", "ETH", "6000000000", 18),
+            ("a", "withdraw", "ETH", "5000000000.000002", 18),  # refused: beyond the balance
+            ("a", "withdraw", "ETH", "4999999999", 18),  # leaves 1.000001 ETH
+            ("b", "deposit", "ADA", "4993239069.210955", 6),
+            ("b", "deposit", "ADA", "6079661332.552095", 6),  # the generated history's case
+            ("b", "withdraw", "ADA", "0.000001", 6),
+        ],
+    )
+    day2 = _settlements(
+        2,
+        [
+            ("a", "withdraw", "ETH", "0.999999999", 18),  # 1e-9: ETH's unit gets finer
+            ("a", "withdraw", "ETH", "0.000001002", 18),  # refused
+            ("a", "borrow", "DAI", "9300000000", 18),
+            ("a", "repay", "DAI", "9300000000.5", 18),  # refused
+            ("a", "repay", "DAI", "9299999999", 18),
+            ("b", "withdraw", "ADA", "11072900401.763050", 6),  # refused
+            ("b", "deposit", "ADA", "1", 6),
+            ("c", "deposit", "ETH", "3000000000", 18),  # 1.2e19 units of 1e-9 moved: exact way
+            ("c", "deposit", "ETH", "3000000000.000000001", 18),
+            ("c", "withdraw", "ETH", "6000000000.000000002", 18),  # refused
+            ("c", "withdraw", "ETH", "1", 18),
+        ],
+    )
+    ours, theirs = _baseline_positions([day1, day2]), _reference([day1, day2])
+    assert ours == theirs
+    assert theirs[0] == [
+        [True, True, True, False, True, True, True, True],
+        [True, False, True, False, True, False, True, True, True, False, True],
+    ]
+    assert theirs[1] == {
+        ("a", 0, "ETH"): Decimal("0.000001001"),
+        ("a", 1, "DAI"): Decimal(1),
+        ("b", 0, "ADA"): Decimal("11072900402.763049"),
+        ("c", 0, "ETH"): Decimal("5999999999.000000001"),
+    }
+
+
+def test_positions_finer_than_their_int64_range_are_refused_loudly():
+    """A balance that does not fit int64 units of the finest amount of its asset stops the run
+    (never a wrong refusal)."""
+    pos = Positions(["ETH"])
+    day = _settlements(
+        1, [("a", "deposit", "ETH", "9000000000.000000001", 18), ("a", "deposit", "ETH", "5e8", 18)]
+    )
+    with pytest.raises(OverflowError, match="ETH"):
+        pos.apply(day)

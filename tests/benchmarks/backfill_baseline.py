@@ -15,9 +15,16 @@ that it checks the backfill. ``--no-margin`` leaves the margin tables out (to ti
 
 One pass over the days, carrying only what the next day needs:
 - per asset and source the latest accepted price update, and whether an outage is open;
-- positions as int64 arrays, accounts x assets, in units of 1e-9 token (exact: a settlement
-  that would drive a balance below zero is refused, a balance back at zero closes the position),
-  and the day's settlements in order with whether each was applied;
+- positions as int64 arrays, accounts x assets, exact: per asset in units of 10^-e token, e the
+  most decimal places an amount of the asset has needed so far (trailing zeros of amount_raw
+  dropped; a finer amount multiplies the asset's balances by a power of ten, checked). A
+  settlement that would drive a balance below zero is refused, a balance back at zero closes the
+  position; the day's running sums are int64 when they cannot overflow, Python ints otherwise.
+  Generated amounts have at most 6 places (2 for stablecoins) and the generator keeps positions
+  in int64 of those units, so each of its balances fits (1e-9 units did not: 1.1e10 ADA); a
+  balance that does not fit stops the run (OverflowError), never a wrong refusal. Values are
+  float (balance / 10^e x price), zones near a threshold decided in integers;
+- the day's settlements in order, with whether each was applied (for the margin replay);
 - per asset its last ``window + 1`` daily closes;
 - for margin: per asset its last good composite price and last status, per account its zone and
   the time of its last alert of each type, and the next snapshot time.
@@ -71,8 +78,8 @@ its settlements:
   the zone's interval, so (1) a bound from each asset's lowest and highest price over the span
   settles nearly every account, (2) blocks of the others get health at every instant, (3) the
   few that change are walked from change to change. Float64, with every ratio within 1e-9 of
-  a threshold decided in integers (1e-18 USD), so zones are exact; values differ from the
-  backfill's Decimals by ~1e-12 relative (rounding to 9 decimals there).
+  a threshold decided in integers (positions x prices of 1e-9 USD), so zones are exact; values
+  differ from the backfill's Decimals by ~1e-12 relative (rounding to 9 decimals there).
 
 Known differences from the backfill, by design (none arise in generated histories): the backfill
 values accounts per shard (``--var-shards``), so "the held assets" are those of the shard, not
@@ -83,7 +90,9 @@ else: a closed account has no zone and its cooldowns have run out by then); the 
 snapshot grid starts at the first event of all accounts here, of the shard's there (they differ
 only when a shard's first event falls exactly on the grid); a settlement is never late here
 (each day holds its own), while the stream applies one up to ``allowed_lateness_s`` late at
-the processed time and refuses it beyond.
+the processed time and refuses it beyond; a balance that does not fit int64 in units of the
+finest amount of its asset (more than 9.2e9 tokens with amounts of 1e-9, 9.2e12 with 1e-6) stops
+the run here, while the backfill's Decimals hold any.
 """
 
 from __future__ import annotations
@@ -107,6 +116,7 @@ import pyarrow.parquet as pq
 PRICES_TOPIC, SETTLEMENTS_TOPIC = "market.prices.v1", "settlements.v1"
 MICROS = 1_000_000
 NANO = 1_000_000_000
+INT64_MAX = int(np.iinfo(np.int64).max)
 DAY_US = 86_400 * MICROS
 PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}  # as transforms.composite_price
 STATUS = np.array(["ok", "degraded", "price_unavailable"], dtype=object)
@@ -180,21 +190,31 @@ def _nano_prices(col) -> np.ndarray:
     return low.copy()
 
 
-def _nano_amounts(raw, decimals: np.ndarray) -> np.ndarray:
-    """Raw token amounts (uint256 text) as exact int64 units of 1e-9 token (refused otherwise)."""
+def _amount_exponents(raw, decimals: np.ndarray) -> np.ndarray:
+    """Per raw token amount (uint256 text), the decimal places it needs: its token decimals less
+    its trailing zeros (0 for a zero amount)."""
+    trimmed = pc.utf8_length(pc.utf8_rtrim(raw, characters="0"))
+    zeros = _int64(pc.subtract(pc.utf8_length(raw), trimmed))
+    return np.where(_int64(trimmed) > 0, np.maximum(decimals - zeros, 0), 0)
+
+
+def _units(raw, decimals: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """Raw token amounts as exact int64 units of 10^-exponent token (``exponent`` per row, at
+    least what ``_amount_exponents`` says, so only zeros are dropped); OverflowError when one
+    does not fit."""
     out = np.zeros(len(decimals), dtype=np.int64)
-    for d in np.unique(decimals).tolist():
-        rows = np.flatnonzero(decimals == d)
+    shift = exponent - decimals
+    for k in np.unique(shift).tolist():
+        rows = np.flatnonzero(shift == k)
         text = pc.take(raw, pa.array(rows))
-        if d > 9:  # drop d - 9 trailing digits, which must be zeros
-            cut = d - 9
-            text = pc.utf8_lpad(text, width=cut + 1, padding="0")
-            if not pc.all(pc.ends_with(text, "0" * cut)).as_py():
-                raise ValueError(f"an amount with {d} decimals is finer than 1e-9 token")
-            text = pc.utf8_slice_codeunits(text, 0, -cut)
-        units = pc.cast(text, pa.int64())  # raises on overflow
-        if d < 9:
-            units = pc.multiply_checked(units, pa.scalar(10 ** (9 - d), pa.int64()))
+        if k < 0:  # drop -k trailing digits, zeros
+            text = pc.utf8_slice_codeunits(pc.utf8_lpad(text, width=1 - k, padding="0"), 0, k)
+        try:
+            units = pc.cast(text, pa.int64())  # raises on overflow
+            if k > 0:
+                units = pc.multiply_checked(units, pa.scalar(10**k, pa.int64()))
+        except pa.ArrowInvalid as e:
+            raise OverflowError(f"a token amount does not fit int64 units: {e}") from None
         out[rows] = units.to_numpy(zero_copy_only=False)
     return out
 
@@ -451,7 +471,9 @@ def _price_table(parts: list[tuple[str, dict]], window_s: int) -> pa.Table:
 
 # ------------------------------------------------------------------------------- positions
 class Positions:
-    """Collateral and debt of every account, int64 units of 1e-9 token, accounts x assets."""
+    """Collateral and debt of every account, accounts x assets, exact int64 in units of
+    10^-exponent token per asset: the finest an amount of the asset has needed so far (a finer
+    one multiplies the asset's balances, checked); a balance that would not fit raises."""
 
     def __init__(self, assets: list[str]):
         self.assets = list(assets)
@@ -459,6 +481,8 @@ class Positions:
         self.accounts: list[str] = []
         self.account_ix: dict[str, int] = {}
         self.bal = np.zeros((2, 0, len(self.assets)), dtype=np.int64)  # [collateral, debt]
+        self.exponent = np.zeros(len(self.assets), dtype=np.int64)
+        self.start = self.bal.copy()  # before the last day's settlements (in today's units)
         self.log: dict[str, np.ndarray] = {}  # the last day's settlements, in time order
         self._ids, self._rank = pa.array([], pa.string()), np.zeros(0, np.int64)
 
@@ -482,6 +506,31 @@ class Positions:
         grow_s = len(self.assets) - self.bal.shape[2]
         if grow_a > 0 or grow_s > 0:
             self.bal = np.pad(self.bal, ((0, 0), (0, max(grow_a, 0)), (0, max(grow_s, 0))))
+            self.exponent = np.pad(self.exponent, (0, max(grow_s, 0)))
+
+    def scale(self) -> np.ndarray:
+        """Units per token, per asset (float, exact): a balance / scale is tokens."""
+        return np.array([float(10**e) for e in self.exponent.tolist()])
+
+    def _too_big(self, key: int, value: int, exponent: int) -> OverflowError:
+        """The error for a balance (``key`` into ``bal`` flat) that does not fit int64."""
+        side, a, j = np.unravel_index(key, self.bal.shape)
+        return OverflowError(
+            f"{('collateral', 'debt')[side]} of {self.accounts[a]} in {self.assets[j]}: "
+            f"{value} units of 1e-{exponent} token do not fit int64"
+        )
+
+    def _refine(self, need: np.ndarray) -> None:
+        """Each asset in units of 10^-need token at least: its balances multiplied, checked."""
+        for j in np.flatnonzero(need > self.exponent).tolist():
+            factor = 10 ** int(need[j] - self.exponent[j])
+            col = self.bal[:, :, j]  # balances are never negative
+            if col.size and int(col.max()) > INT64_MAX // factor:
+                side, a = np.unravel_index(int(np.argmax(col)), col.shape)
+                key = np.ravel_multi_index((side, a, j), self.bal.shape)
+                raise self._too_big(int(key), int(col.max()) * factor, int(need[j]))
+            col *= factor
+            self.exponent[j] = need[j]
 
     def _index(self, values: np.ndarray, ix: dict, names: list) -> np.ndarray:
         out = np.empty(len(values), dtype=np.int64)
@@ -507,6 +556,7 @@ class Positions:
             "applied": np.zeros(0, bool),
         }
         if t is None or t.num_rows == 0:
+            self.start = self.bal.copy()
             return 0
         eid = _strings(t["event_id"])
         _, first = np.unique(eid, return_index=True)  # a redelivery within the day: once
@@ -519,7 +569,12 @@ class Positions:
         kinds = _strings(t["kind"])
         side = np.array([0 if k in COLLATERAL else 1 for k in kinds.tolist()], dtype=np.int64)
         sign = np.array([COLLATERAL.get(k) or DEBT[k] for k in kinds.tolist()], dtype=np.int64)
-        delta = sign * _nano_amounts(t["amount_raw"], _int64(t["decimals"]))
+        raw, decimals = t["amount_raw"], _int64(t["decimals"])
+        need = np.zeros(len(self.assets), dtype=np.int64)
+        np.maximum.at(need, asset, _amount_exponents(raw, decimals))
+        self._refine(need)
+        self.start = self.bal.copy()
+        delta = sign * _units(raw, decimals, self.exponent[asset])
         n_acc, n_ast = self.bal.shape[1], self.bal.shape[2]
         flat = (side * n_acc + acct) * n_ast + asset
         bal = self.bal.reshape(-1)
@@ -527,20 +582,29 @@ class Positions:
         by_key = np.argsort(flat, kind="stable")
         k_sorted, d_sorted = flat[by_key], delta[by_key]
         new_group = np.r_[True, k_sorted[1:] != k_sorted[:-1]]
-        csum = np.cumsum(d_sorted)
         starts = np.flatnonzero(new_group)
         sizes = np.diff(np.r_[starts, len(k_sorted)])
-        base = np.repeat(csum[starts] - d_sorted[starts], sizes)
-        running = bal[k_sorted] + csum - base
-        bad_keys = np.unique(k_sorted[running < 0])
-        good = ~np.isin(k_sorted, bad_keys)
+        group = np.repeat(np.arange(len(starts)), sizes)
+        # the int64 sums below stay under 2^63 (checked); otherwise every key goes the exact way
+        if float(bal[k_sorted].max()) + float(np.abs(d_sorted).astype(np.float64).sum()) < 2.0**62:
+            csum = np.cumsum(d_sorted)
+            base = np.repeat(csum[starts] - d_sorted[starts], sizes)
+            running = bal[k_sorted] + csum - base
+            bad = np.unique(group[running < 0])
+        else:
+            bad = np.arange(len(starts))
+        good = ~np.isin(group, bad)
         np.add.at(bal, k_sorted[good], d_sorted[good])
-        for key in bad_keys.tolist():  # sequential, refusing what would go below zero
-            for i in np.flatnonzero(k_sorted == key).tolist():
-                if bal[key] + d_sorted[i] < 0:
+        for g in bad.tolist():  # sequential in Python ints, refusing what would go below zero
+            key, b = int(k_sorted[starts[g]]), int(bal[k_sorted[starts[g]]])
+            for i in range(starts[g], starts[g] + sizes[g]):
+                new = b + int(d_sorted[i])
+                if new < 0:
                     continue
-                bal[key] += d_sorted[i]
-                good[i] = True
+                if new > INT64_MAX:
+                    raise self._too_big(key, new, int(self.exponent[key % n_ast]))
+                b, good[i] = new, True
+            bal[key] = b
         applied = np.empty(len(good), dtype=bool)
         applied[by_key] = good
         self.log = {
@@ -591,8 +655,9 @@ def var_day(pos: Positions, history: dict[str, deque], end_us: int, cfg: VarSett
         levels[:, j] = prices[np.searchsorted(stamps[j], common)]
     returns = levels[1:] / levels[:-1] - 1.0  # N x H
     close = levels[-1]
-    expo = (coll[np.ix_(open_rows, held_ix)] / NANO) * close - (
-        debt[np.ix_(open_rows, held_ix)] / NANO
+    scale = pos.scale()[held_ix]
+    expo = (coll[np.ix_(open_rows, held_ix)] / scale) * close - (
+        debt[np.ix_(open_rows, held_ix)] / scale
     ) * close  # P x H, USD
     results = {}
     alpha = 1 - Fraction(str(cfg.level))
@@ -746,7 +811,8 @@ def event_type(previous: int, new: int) -> int:
 class Timeline:
     """A day's composite prices as states: row 0 is the state carried from the day before, row
     k + 1 the state after the instant ``t[k]``; per asset the last good price (1e-9 units and
-    float), the status of its last row, and whether it has had no good price yet."""
+    float), the status of its last row, and whether it has had no good price yet; and the units
+    of the day's positions (``Positions.exponent``)."""
 
     t: np.ndarray  # K instants (window ends), us
     nano: np.ndarray  # (K + 1) x A int64
@@ -754,6 +820,8 @@ class Timeline:
     status: np.ndarray  # (K + 1) x A int8 (STATUS codes)
     unpriced: np.ndarray  # (K + 1) x A bool
     refs: np.ndarray  # per instant: the assets with a row at it, by name, comma-joined
+    scale: np.ndarray  # A float: position units per token (quantity = position / scale)
+    mult: list[int]  # A: 10^(max exponent - exponent), positions to a common unit in integers
 
     def __post_init__(self):
         self.low = RangeTable(np.minimum, self.price)
@@ -839,7 +907,9 @@ def timeline(prices: pa.Table, ms: MarginState, pos: Positions) -> Timeline:
         pattern, which = np.unique(has[:, by_name], axis=0, return_inverse=True)
         text = np.array([",".join(sorted_names[p]) for p in pattern], dtype=object)
         refs[:] = text[which.reshape(-1)]
-    return Timeline(t, nn, nn / NANO, st, un, refs)
+    exponent = pos.exponent.tolist()
+    mult = [10 ** (max(exponent, default=0) - e) for e in exponent]
+    return Timeline(t, nn, nn / NANO, st, un, refs, pos.scale(), mult)
 
 
 class RangeTable:
@@ -871,10 +941,11 @@ def _ge_bits(c: np.ndarray, d: np.ndarray, ratios: np.ndarray) -> tuple[np.ndarr
     return ge, near
 
 
-def _exact_bits(qc: np.ndarray, qd: np.ndarray, nano: np.ndarray, bounds) -> int:
-    """Health bits in integers (units of 1e-18 USD): 100 (C - D) >= T D for each bound T."""
-    c = sum(int(q) * int(p) for q, p in zip(qc.tolist(), nano.tolist(), strict=True))
-    d = sum(int(q) * int(p) for q, p in zip(qd.tolist(), nano.tolist(), strict=True))
+def _exact_bits(qc: np.ndarray, qd: np.ndarray, nano: np.ndarray, bounds, mult: list[int]) -> int:
+    """Health bits in integers (units of 1e-9 USD / 10^max exponent): 100 (C - D) >= T D for
+    each bound T."""
+    c = sum(q * p * m for q, p, m in zip(qc.tolist(), nano.tolist(), mult, strict=True))
+    d = sum(q * p * m for q, p, m in zip(qd.tolist(), nano.tolist(), mult, strict=True))
     if d == 0:
         return -1
     return sum(
@@ -917,9 +988,9 @@ def _fixed_by_bounds(z, rlo, rhi, debt, ratios) -> np.ndarray:
 
 def margin_segments(out: MarginOut, tl: Timeline, ms: MarginState, acc, qc, qd, lo, hi,
                     settle_t=None, settle_ref=None, seq0: int = 0) -> None:  # fmt: skip
-    """One segment per account: constant positions ``qc``, ``qd`` (1e-9 token) from the price
-    state ``lo`` to ``hi``. With ``settle_t`` the segment starts with its settlement, observed
-    (and written) at state ``lo``; the price instants are observed at the states after.
+    """One segment per account: constant positions ``qc``, ``qd`` (units of ``tl.scale``) from
+    the price state ``lo`` to ``hi``. With ``settle_t`` the segment starts with its settlement,
+    observed (and written) at state ``lo``; the price instants are observed at the states after.
     Updates ``ms.zone`` and collects rows, events and zone changes.
 
     The price instants in three passes, each on what the previous could not settle: (1) bounds:
@@ -932,7 +1003,7 @@ def margin_segments(out: MarginOut, tl: Timeline, ms: MarginState, acc, qc, qd, 
     z = ms.zone[acc].copy()
     held = (qc != 0) | (qd != 0)
     debt = (qd != 0).any(axis=1)
-    qcf, qdf = qc / NANO, qd / NANO
+    qcf, qdf = qc / tl.scale, qd / tl.scale
     seq_base = seq0 * (len(tl.t) + 2)
     if settle_t is not None:
         z = _settlement_rows(out, tl, st, acc, qc, qd, held, debt, lo, z, settle_t, settle_ref,
@@ -980,7 +1051,7 @@ def margin_segments(out: MarginOut, tl: Timeline, ms: MarginState, acc, qc, qd, 
             gj, sj = ge[rows, jj].copy(), seen[rows, jj]
             fix = np.flatnonzero(near[rows, jj] & sj)
             for k in fix.tolist():
-                gj[k] = _exact_bits(qc[j], qd[j], tl.nano[int(lo[j]) + k], st.bounds)
+                gj[k] = _exact_bits(qc[j], qd[j], tl.nano[int(lo[j]) + k], st.bounds, tl.mult)
             z[j] = _walk(out, tl, int(acc[j]), qc[j : j + 1], qd[j : j + 1], int(lo[j]), int(z[j]),
                          gj, bad[rows, jj], sj, c[rows, jj], d[rows, jj], seq_base)  # fmt: skip
     ms.zone[acc] = z
@@ -990,13 +1061,13 @@ def _settlement_rows(out, tl, st, acc, qc, qd, held, debt, lo, z, settle_t, sett
     """Each settlement observed at the prices of its instant (those at or before it): a row when
     every held asset has a price; returns the zones after."""
     price = tl.price[lo]
-    c, d = (qc / NANO * price).sum(axis=1), (qd / NANO * price).sum(axis=1)
+    c, d = (qc / tl.scale * price).sum(axis=1), (qd / tl.scale * price).sum(axis=1)
     ge, near = _ge_bits(c, d, st.ratios)
     ge[~debt], near[~debt] = -1, False
     priced = ~(held & tl.unpriced[lo]).any(axis=1)
     bad = (held & (tl.status[lo] > 0)).any(axis=1)
     for i in np.flatnonzero(near & priced).tolist():
-        ge[i] = _exact_bits(qc[i], qd[i], tl.nano[lo[i]], st.bounds)
+        ge[i] = _exact_bits(qc[i], qd[i], tl.nano[lo[i]], st.bounds, tl.mult)
     new = np.where(priced, next_zone(z, ge, bad), z)
     r = np.flatnonzero(priced)
     out.rows.append((acc[r], settle_t[r], np.zeros(len(r), np.int8), settle_ref[r], new[r], lo[r],
@@ -1070,7 +1141,8 @@ def _walk(out, tl, a, qc, qd, s_lo, z0, ge, bad, seen, c, d, seq_base) -> int:
 
 def margin_day(ms: MarginState, pos: Positions, start: np.ndarray, prices: pa.Table, day: date):
     """A day of margin monitoring: ``start`` the positions before the day's settlements
-    (``pos.log``), ``prices`` the day's composite rows. Returns (health rows, events)."""
+    (``pos.log``; ``pos.start``, in the day's units), ``prices`` the day's composite rows.
+    Returns (health rows, events)."""
     st = ms.settings
     tl = timeline(prices, ms, pos)
     n, a_n = pos.bal.shape[1], pos.bal.shape[2]
@@ -1170,7 +1242,7 @@ def _health_table(rows: list[tuple], tl: Timeline, pos: Positions, st: MarginSet
     acc, t, trig, ref, zone, state, qc, qd = (c[order] for c in cols)
     a_n = qc.shape[1]
     price = tl.price[state]
-    tc, td = qc / NANO * price, qd / NANO * price
+    tc, td = qc / tl.scale * price, qd / tl.scale * price
     coll, debt = tc.sum(axis=1), td.sum(axis=1)
     has_debt = (qd != 0).any(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1180,7 +1252,7 @@ def _health_table(rows: list[tuple], tl: Timeline, pos: Positions, st: MarginSet
     # liquidation prices: p = ((1 + T/100) D - other collateral) / quantity, 0 when other suffices
     by_name = np.argsort(np.array(pos.assets, dtype=str))
     other = (tc @ (1.0 - np.eye(a_n)))[:, by_name]
-    qty = (qc / NANO)[:, by_name]
+    qty = (qc / tl.scale)[:, by_name]
     r, j = np.nonzero((qc[:, by_name] > 0) & has_debt[:, None])
     prices = []
     for threshold in (st.liquidation, st.margin_call):
@@ -1297,11 +1369,10 @@ def run_baseline(
         end_us = _day_start_us(day) + DAY_US
         for a, c in closes.items():
             history.setdefault(a, deque(maxlen=var_window + 1)).append((end_us, c))
-        start_bal = pos.bal.copy()
         counts["refused_settlements"] += pos.apply(settlements)
         var = var_day(pos, history, end_us, cfg)
         if ms is not None:
-            health, events = margin_day(ms, pos, start_bal, table, day)
+            health, events = margin_day(ms, pos, pos.start, table, day)
         if day >= start:
             _write(table, output_dir, "prices", day)
             _write(var if var is not None else VAR_SCHEMA.empty_table(), output_dir,
