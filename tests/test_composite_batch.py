@@ -171,3 +171,16 @@ def test_decimal_array_is_the_exact_inverse_of_the_int64_reading():
     assert decimal_array(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)).equals(
         pa.array([], pa.decimal128(38, 9))
     )
+
+
+def test_name_lists_are_the_marked_names_of_each_row():
+    import pyarrow as pa
+
+    from transforms.backfill_batches import name_lists
+
+    names = np.array(["chainlink", "pyth", "dex"], dtype=object)
+    mask = np.array([[True, False, True], [False, False, False], [False, True, False]])
+    got = name_lists(names, mask)
+    assert got.type == pa.list_(pa.string())
+    assert got.to_pylist() == [["chainlink", "dex"], [], ["pyth"]]
+    assert name_lists(np.array([], dtype=object), np.zeros((2, 0), bool)).to_pylist() == [[], []]

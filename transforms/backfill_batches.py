@@ -226,8 +226,6 @@ def price_rows(asset: str, span: ComposedSpan) -> pa.Table:
     names = np.asarray(span.sources, dtype=object)
     unavailable = span.status == 2
     price = decimal_array(span.price_nano, unavailable)
-    used = [list(names[row]) for row in span.used]
-    aside = [list(names[row]) for row in span.set_aside]
     spread = np.round(span.spread_bps, 6)
     ends = span.window_end_us.tolist()
     return pa.table(
@@ -238,14 +236,24 @@ def price_rows(asset: str, span: ComposedSpan) -> pa.Table:
             "price": price,
             "status": status.tolist(),
             "n_sources": span.used.sum(axis=1).astype(np.int64),
-            "sources": pa.array(used, pa.list_(pa.string())),
-            "sources_set_aside": pa.array(aside, pa.list_(pa.string())),
+            "sources": name_lists(names, span.used),
+            "sources_set_aside": name_lists(names, span.set_aside),
             "spread_bps": pa.array(np.where(unavailable, np.nan, spread), mask=unavailable),
             "window_start": pa.array(span.window_start_us, pa.timestamp("us", tz="UTC")),
             "event_time": pa.array(span.window_end_us, pa.timestamp("us", tz="UTC")),
         },
         schema=PRICE_SCHEMA,
     )
+
+
+def name_lists(names: np.ndarray, mask: np.ndarray) -> pa.ListArray:
+    """Per row of ``mask`` (rows x names), the names it marks, in column order, as a
+    list<string> array built from offsets (no Python list per row)."""
+    mask = np.asarray(mask, dtype=bool).reshape(len(mask), len(names))
+    offsets = np.zeros(len(mask) + 1, dtype=np.int32)
+    np.cumsum(mask.sum(axis=1), out=offsets[1:])
+    values = pa.array(names[np.nonzero(mask)[1]].tolist(), pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def decimal_array(nano: np.ndarray, null: np.ndarray) -> pa.Array:
