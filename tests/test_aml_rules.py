@@ -637,3 +637,16 @@ def test_legs_of_transfer():
     assert legs_of_transfer(transfer(WALLET, second), same.get) == []
     assert legs_of_transfer(transfer(other, other), profiles.get) == []
     assert normalise_address(" TXYZabc ") == "TXYZabc"
+
+
+def test_wallet_keys_are_the_sanctions_screens_keys():
+    """One key rule for AML subjects and sanctions matching: bech32 in either case is one wallet,
+    Tron stays case-sensitive, a mixed-case bech32 (invalid) stays as written."""
+    from transforms.sanctions_list import normalise_address as sanctions_key
+
+    lower = "bc1qa5wkgaew2dkv56kfvj49j0av5nml45x9ek9hz6"
+    for address in (lower, lower.upper(), "0x" + "AbC" * 13 + "d", "TXYZabc"):
+        assert normalise_address(address) == sanctions_key(address)
+    assert normalise_address(lower.upper()) == normalise_address(lower)
+    mixed = "bc1qA5wkgaew2dkv56kfvj49j0av5nml45x9ek9hz6"
+    assert sanctions_key(mixed) is None and normalise_address(mixed) == mixed

@@ -64,7 +64,6 @@ than ``policy.max_window_h()`` (their windows are empty and their cooldowns over
 from __future__ import annotations
 
 import copy
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -76,6 +75,7 @@ from schemas.base import deterministic_id
 from schemas.events import AccountProfile, Transfer
 from transforms.compliance_policy import Policy
 from transforms.jurisdictions import JurisdictionData, load_jurisdictions
+from transforms.sanctions_list import normalise_address as sanctions_key
 
 # Rule ids, in the order in which one leg's hits are returned.
 EMBARGO = "policy.embargo"
@@ -115,7 +115,6 @@ PROFILE_COOLDOWN_H = 24.0  # jurisdiction, pep, kyc: once per subject per 24 h
 _EXACT = Context(prec=80)
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
-_EVM = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class LateLegError(ValueError):
@@ -123,9 +122,11 @@ class LateLegError(ValueError):
 
 
 def normalise_address(address: str) -> str:
-    """EVM addresses lower-cased; others (Tron base58, ...) are case-sensitive and kept."""
-    a = address.strip()
-    return a.lower() if _EVM.fullmatch(a) else a
+    """The sanctions screen's comparison key (``sanctions_list.normalise_address``: EVM, bech32
+    and CashAddr case-folded, others such as Tron base58 case-sensitive), so a wallet is the same
+    subject here as there; an address that key refuses (mixed-case bech32, never valid) stays as
+    written, still a subject of its own."""
+    return sanctions_key(address) or address.strip()
 
 
 def _dec(x: float | int | Decimal) -> Decimal:
