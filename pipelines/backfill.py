@@ -277,20 +277,25 @@ class ShardDaysFn(beam.DoFn):
 
     kind = ""  # state file prefix
 
-    def __init__(self, cfg: BackfillConfig, days: list[date], resume_from: date | None):
-        self.cfg, self.days, self.resume_from = cfg, days, resume_from
+    def __init__(
+        self, cfg: BackfillConfig, fingerprint: str, days: list[date], resume_from: date | None
+    ):
+        # The driver's fingerprint: computing it here would read (for gs:// inputs, download)
+        # the feed registry again in every worker.
+        self.cfg, self.fingerprint = cfg, fingerprint
+        self.days, self.resume_from = days, resume_from
 
     def restore(self, shard: int, new_engine: Callable[[], object]):
-        cfg = self.cfg
         if self.resume_from is not None:
-            path = state_path(cfg.output_dir, cfg.fingerprint(), self.resume_from, shard, self.kind)
+            path = state_path(
+                self.cfg.output_dir, self.fingerprint, self.resume_from, shard, self.kind
+            )
             if path.exists():
                 return pickle.loads(path.read_bytes())
         return new_engine()
 
     def save(self, shard: int, engine) -> None:
-        cfg = self.cfg
-        path = state_path(cfg.output_dir, cfg.fingerprint(), self.days[-1], shard, self.kind)
+        path = state_path(self.cfg.output_dir, self.fingerprint, self.days[-1], shard, self.kind)
         write_bytes_atomic(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), path)
 
     def settlements(self, day: date, shard: int, shards: int) -> list:
@@ -434,7 +439,9 @@ def chunks(days: list[date], size: int) -> Iterator[list[date]]:
         yield days[i : i + size]
 
 
-def run_chunk(cfg: BackfillConfig, days: list[date], resume_from: date | None) -> dict:
+def run_chunk(
+    cfg: BackfillConfig, fingerprint: str, days: list[date], resume_from: date | None
+) -> dict:
     """One Beam pipeline over consecutive days; returns {day: {table: rows}} and counters."""
     opts = local_pipeline_options(num_workers=cfg.workers)
     written: dict[date, dict[str, int]] = {d: {} for d in days if d >= cfg.start}
@@ -449,7 +456,8 @@ def run_chunk(cfg: BackfillConfig, days: list[date], resume_from: date | None) -
         var_days = (
             p
             | "Shards" >> beam.Create(list(range(cfg.var_shards)))
-            | "ComputeVaR" >> beam.ParDo(VarShardDaysFn(cfg, days, resume_from), closes)
+            | "ComputeVaR"
+            >> beam.ParDo(VarShardDaysFn(cfg, fingerprint, days, resume_from), closes)
             | "GroupVarByDay" >> beam.GroupByKey()
             | "WriteVarDays"
             >> beam.ParDo(WriteDayFn(cfg.output_dir, "portfolio_var", ("account_id", "method")))
@@ -458,9 +466,9 @@ def run_chunk(cfg: BackfillConfig, days: list[date], resume_from: date | None) -
             p
             | "MarginShards" >> beam.Create(list(range(cfg.margin_shards)))
             | "MonitorMargins"
-            >> beam.ParDo(MarginShardDaysFn(cfg, days, resume_from), closes).with_outputs(
-                "events", main="health"
-            )
+            >> beam.ParDo(
+                MarginShardDaysFn(cfg, fingerprint, days, resume_from), closes
+            ).with_outputs("events", main="health")
         )
         _ = (
             margin.health
@@ -548,7 +556,7 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print, publisher=
     )
     resume = prev if has_state else None
     for chunk in chunks(todo, cfg.chunk_days):
-        written = run_chunk(cfg, chunk, resume)
+        written = run_chunk(cfg, fp, chunk, resume)
         resume = chunk[-1]
         if publisher is not None and written:
             # Published before the markers: a crash in between redoes the chunk, harmlessly.
