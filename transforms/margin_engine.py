@@ -749,10 +749,6 @@ class TickColumns:
             decimals=[p.price for p in ticks],
         )
 
-    @property
-    def valid(self) -> np.ndarray:
-        return ~np.isnan(self.price_f)
-
     def price(self, i: int) -> Decimal | None:
         if self.decimals is not None:
             return self.decimals[i]
@@ -847,8 +843,10 @@ class _PriceTape:
         self.low = self.valued_t.min(axis=1) if size else np.zeros(width)
         self.high = self.valued_t.max(axis=1) if size else np.zeros(width)
         if size:  # the engine's prices after the batch, as advance leaves them
-            engine.prices, engine.status = self.prices(size - 1), self.statuses(size - 1)
-            engine.prices, engine.status = dict(engine.prices), dict(engine.status)
+            engine.prices, engine.status = (
+                dict(self.prices(size - 1)),
+                dict(self.statuses(size - 1)),
+            )
             for j in np.flatnonzero(self._last_any[-1] >= 0):
                 engine.price_us[self._name[j]] = int(t[self._last_any[-1, j]])
             engine.pvec = self.price[-1].copy()
