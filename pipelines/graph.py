@@ -13,9 +13,9 @@ from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
 from pipelines.stages import PIPELINE_TOPICS, stages_for
-from schemas.registry import INPUT_TOPICS
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.parse import ParseEvents, stage_label
+from schemas.registry import ALERT_TOPICS, INPUT_TOPICS
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.parse import ParseEvents, stage_label
 
 # Streams whose records carry an ``asset`` that must be priceable.
 ASSET_CHECKED_TOPICS = ("market.prices.v1", "settlements.v1")
@@ -81,3 +81,8 @@ def build(
         else pipeline | "NoDeadLetters" >> beam.Create([])
     )
     return result
+
+
+def is_table(name: str) -> bool:
+    """A table output of ``build()``: not ``parsed:<topic>`` and not an alert topic."""
+    return ":" not in name and name not in ALERT_TOPICS

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.compliance.policy import load_policy
+from transforms.margin.detector import DetectorConfig
+from transforms.margin.engine import MarginConfig
+from transforms.prices.oracles import load_registry
+from transforms.var.engine import VarConfig
+
 PIPELINES = ("all", "risk", "surveillance", "compliance")
 
 
@@ -33,7 +39,7 @@ class RiskPipelineOptions(PipelineOptions):
         parser.add_argument(
             "--feed_registry",
             default=None,
-            help="Path of the oracle feed registry (TOML). Default: transforms/config/feeds.toml.",
+            help="Path of the oracle feed registry (TOML). Default: transforms/prices/config/feeds.toml.",
         )
         parser.add_argument(
             "--price_grace_s",
@@ -162,7 +168,7 @@ class RiskPipelineOptions(PipelineOptions):
             "--policy",
             default=None,
             help="Compliance policy YAML (tier limits, countries, PEP, KYC, AML thresholds); "
-            "default: the bundled transforms/config/compliance_policy.yaml. Check one with "
+            "default: the bundled transforms/compliance/config/policy.yaml. Check one with "
             "`defi-risk policy check FILE`.",
         )
         parser.add_argument(
@@ -195,15 +201,10 @@ class RiskPipelineOptions(PipelineOptions):
         )
 
     def compliance_policy(self):
-        from transforms.compliance_policy import load_policy
-
         return load_policy(self.policy)
 
     def margin_config(self):
         from decimal import Decimal
-
-        from transforms.margin_engine import MarginConfig
-        from transforms.margin_event_detector import DetectorConfig
 
         return MarginConfig(
             detector=DetectorConfig(
@@ -218,8 +219,6 @@ class RiskPipelineOptions(PipelineOptions):
         )
 
     def var_config(self):
-        from transforms.var_engine import VarConfig
-
         return VarConfig(
             methods=tuple(m.strip() for m in self.var_methods.split(",") if m.strip()),
             level=self.var_level,
@@ -233,6 +232,5 @@ class RiskPipelineOptions(PipelineOptions):
     def assets(self) -> tuple[str, ...]:
         if self.known_assets:
             return tuple(a.strip() for a in self.known_assets.split(",") if a.strip())
-        from transforms.oracles import load_registry
 
         return load_registry(self.feed_registry).assets()

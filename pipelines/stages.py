@@ -17,17 +17,19 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
-from transforms.compliance import MonitorAml, ScreenExposure
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.margin import ALERTS_TAG, EVENTS_TAG, MonitorMargins
-from transforms.price_validation import ValidatePrices
-from transforms.prices import CompositePrices
-from transforms.sanctions import ALERTS_TAG as COMPLIANCE_ALERTS
-from transforms.sanctions import SanctionsJoin
-from transforms.sanctions_source import ReadSanctionsVersions
-from transforms.surveillance import ALERTS_TAG as SURVEILLANCE_ALERTS
-from transforms.surveillance import DetectRugPulls, DetectWashTrades
-from transforms.var import ComputeVaR
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.common.dead_letter import ALERTS_TAG as COMPLIANCE_ALERTS
+from transforms.common.dead_letter import ALERTS_TAG as SURVEILLANCE_ALERTS
+from transforms.compliance.transform import (
+    MonitorAml,
+    ReadSanctionsVersions,
+    SanctionsJoin,
+    ScreenExposure,
+)
+from transforms.margin.transform import EVENTS_TAG, MonitorMargins
+from transforms.prices.transform import CompositePrices, ValidatePrices
+from transforms.surveillance.transform import DetectRugPulls, DetectWashTrades
+from transforms.var.transform import ComputeVaR
 
 
 @dataclass

@@ -228,7 +228,6 @@ def _ddl_type(field: dict) -> str:
 def table_ddl(table: str, dataset: str = "risk") -> str:
     """CREATE TABLE for one table: partitioned by the DATE of its event time, clustered by its
     key fields (BigQuery allows 4, of orderable scalar types)."""
-    from schemas.registry import TABLES
 
     model = TABLES[table]
     fields = bigquery_fields(model)

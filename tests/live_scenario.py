@@ -1,6 +1,6 @@
 """Live price scenarios: Chainlink rounds and Pyth updates for every registry asset, decoded as
-the generator and the oracle poller do (``pipelines.synthetic.market``), ready for
-``pipelines.publish.publish_records`` (which moves them to current event times).
+the generator and the oracle poller do (``runners.synthetic.market``), ready for
+``runners.live.publish.publish_records`` (which moves them to current event times).
 
 Used by tests/test_live.py and tests/benchmarks/bench_pubsub_read.py.
 """
@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from pipelines.synthetic.assets import CHAINLINK_DECIMALS, CHAINLINK_FEEDS, PYTH_EXPO, PYTH_FEEDS
-from pipelines.synthetic.market import normalise_chainlink, normalise_pyth, round_id
+from runners.synthetic.assets import CHAINLINK_DECIMALS, CHAINLINK_FEEDS, PYTH_EXPO, PYTH_FEEDS
+from runners.synthetic.market import normalise_chainlink, normalise_pyth, round_id
 from schemas.events import PriceEvent
-from transforms.oracles import load_registry
+from transforms.prices.oracles import load_registry
 
 USD = {"ETH": "3000", "BTC": "98000", "USDC": "1", "USDT": "1", "DAI": "1"}
 ETH_AFTER_DROP = "1900"  # 10 ETH against 15,000 USDC: health 100 -> 26.7, a margin call
@@ -28,7 +28,7 @@ def oracle_scenario(
     start: datetime, seconds: int, drop_at: int | None = None
 ) -> list[tuple[str, PriceEvent]]:
     """Per second and registry asset, a Chainlink round and a Pyth update as the generator makes
-    them (``pipelines.synthetic.market``); ETH falls to 1,900 from second ``drop_at`` on."""
+    them (``runners.synthetic.market``); ETH falls to 1,900 from second ``drop_at`` on."""
     assets = sorted({feed.asset for feed in load_registry().feeds})
     events = []
     for k in range(seconds):
@@ -80,7 +80,7 @@ class LiveRun:
         self.lines: list[str] = []
         self.started = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "run", pipeline, "--source", "pubsub",
+            [sys.executable, "-m", "runners.cli", "run", pipeline, "--source", "pubsub",
              "--streaming", "--project", project, "--output-dir", str(out),
              "--duration-s", str(duration_s), *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pipelines.oracle.hermes import LATEST_PATH
-from pipelines.oracle.rpc import (
+from runners.oracle.hermes import LATEST_PATH
+from runners.oracle.rpc import (
     SELECTOR_DECIMALS,
     SELECTOR_GET_ROUND_DATA,
     SELECTOR_LATEST_ROUND_DATA,
@@ -36,7 +36,12 @@ from pipelines.oracle.rpc import (
     encode_round_data,
     encode_uint,
 )
-from transforms.oracles import FeedRegistry, compose_round_id, normalise_feed_id, split_round_id
+from transforms.prices.oracles import (
+    FeedRegistry,
+    compose_round_id,
+    normalise_feed_id,
+    split_round_id,
+)
 
 FAULT_KINDS = ("http500", "rpc_error", "slow")
 # Error(string) "No data present", as a reverting getRoundData returns it

@@ -1,4 +1,4 @@
-"""AML rules engine (transforms/aml_rules.py): every rule, its near misses, cooldowns, state.
+"""AML rules engine (transforms/compliance/aml.py): every rule, its near misses, cooldowns, state.
 
 .venv/bin/python -m pytest -q tests/test_aml_rules.py
 """
@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from schemas.events import AccountProfile, Transfer
-from transforms.aml_rules import AmlEngine, AmlHit, Leg, legs_of_transfer, normalise_address
-from transforms.compliance_policy import DEFAULT_POLICY, Policy, load_policy, parse_policy
+from transforms.compliance.aml import AmlEngine, AmlHit, Leg, legs_of_transfer, normalise_address
+from transforms.compliance.policy import DEFAULT_POLICY, Policy, load_policy, parse_policy
 
 POLICY = load_policy()
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
@@ -642,7 +642,7 @@ def test_legs_of_transfer():
 def test_wallet_keys_are_the_sanctions_screens_keys():
     """One key rule for AML subjects and sanctions matching: bech32 in either case is one wallet,
     Tron stays case-sensitive, a mixed-case bech32 (invalid) stays as written."""
-    from transforms.sanctions_list import normalise_address as sanctions_key
+    from transforms.compliance.lists import normalise_address as sanctions_key
 
     lower = "bc1qa5wkgaew2dkv56kfvj49j0av5nml45x9ek9hz6"
     for address in (lower, lower.upper(), "0x" + "AbC" * 13 + "d", "TXYZabc"):

@@ -20,9 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.backfill import BackfillConfig, BackfillError, backfill, marker_path
-from pipelines.local import run_local
-from pipelines.synthetic.bulk import generate_history
+from runners.backfill.config import BackfillConfig
+from runners.backfill.driver import backfill
+from runners.backfill.files import BackfillError, marker_path
+from runners.local.run import run_local
+from runners.synthetic.bulk import generate_history
 
 START, DAYS = date(2024, 1, 1), 12
 FIRST, LAST = date(2024, 1, 3), date(2024, 1, 12)
@@ -211,7 +213,7 @@ def test_another_configuration_never_resumes_from_the_first_ones_state(history, 
 
 def test_a_killed_run_resumes_where_it_stopped(history, clean, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pipelines.cli", "backfill", "--start", str(FIRST), "--end",
+    cmd = [sys.executable, "-m", "runners.cli", "backfill", "--start", str(FIRST), "--end",
            str(LAST), "--input", str(history), "--output", str(out), "--workers", "1",
            "--chunk-days", "2", "--var-window", "5", "--var-min-scenarios", "2",
            "--margin-interval-s", "3600"]  # fmt: skip
@@ -257,7 +259,7 @@ def test_bad_ranges_and_missing_input_are_clear_errors(history, tmp_path):
 
 
 def test_progress_is_a_bar_on_a_terminal_and_a_line_otherwise(capsys):
-    from pipelines.backfill import Progress, terminal_say
+    from runners.backfill.driver import Progress, terminal_say
 
     p = Progress(total_days=10, done_days=4, events=1_000)
     assert p.bar().startswith("[" + "#" * 12 + "." * 18 + "] 4/10 days, 1,000 events")
@@ -270,13 +272,13 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_otherwise(capsys):
 def test_array_validation_refuses_exactly_what_check_update_refuses(tmp_path):
     """validate_prices is check_update on columns: on the generator's price file, which holds
     every kind of update ValidatePrices refuses, both give the same reason for every row."""
-    from pipelines.synthetic import generate
+    from runners.synthetic import generate
     from schemas.codegen import arrow_schema
     from schemas.events import PriceEvent
     from schemas.serde import to_row
-    from transforms.backfill_batches import validate_prices
-    from transforms.oracles import load_registry
-    from transforms.price_validation import check_update
+    from transforms.prices.batch import validate_prices
+    from transforms.prices.oracles import load_registry
+    from transforms.prices.validation import check_update
 
     generate(tmp_path, days=1, accounts=5, seed=3)
     events = []

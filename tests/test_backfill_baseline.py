@@ -34,8 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.backfill import BackfillConfig, backfill
-from pipelines.synthetic.bulk import generate_history
+from runners.backfill.config import BackfillConfig
+from runners.backfill.driver import backfill
+from runners.synthetic.bulk import generate_history
 from tests.benchmarks.backfill_baseline import Positions, run_baseline
 from tests.benchmarks.bench_backfill import margin_comparison, matched_margin_health, rows_per_day
 
@@ -203,7 +204,7 @@ def test_var_matches(outputs):
 
 
 def test_linear_quantile_is_not_the_backfills(outputs, tmp_path):
-    """The backfill's historical VaR is the inverted-CDF quantile (README, var_computation's
+    """The backfill's historical VaR is the inverted-CDF quantile (README, transforms/var/measures.py's
     default), not numpy's linear one: the baseline's ``hs_method="linear"`` differs."""
     bf, _, _ = outputs
     data = bf.parent / "in"
@@ -334,9 +335,9 @@ def _settlements(day: int, rows: list[tuple[str, str, str, str, int]]) -> pa.Tab
 
 
 def _reference(days: list[pa.Table]) -> tuple[list[list[bool]], dict]:
-    """What ``transforms.positions.PositionBook`` (exact Decimals) applies, and the balances."""
+    """What ``transforms.common.positions.PositionBook`` (exact Decimals) applies, and the balances."""
     from schemas.events import Settlement
-    from transforms.positions import PositionBook
+    from transforms.common.positions import PositionBook
 
     books: dict[str, PositionBook] = {}
     applied = []

@@ -24,26 +24,26 @@ from google.cloud import bigquery
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from pipelines import backfill_bigquery as bqm
-from pipelines.backfill import (
-    PRICES,
-    SETTLEMENTS,
-    TABLES,
-    BackfillConfig,
-    BackfillError,
-    backfill,
-    marker_path,
-    partition,
-)
-from pipelines.backfill_bigquery import (
+from runners.backfill import bigquery as bqm
+from runners.backfill.bigquery import (
     BigQueryPublisher,
     BigQueryTarget,
     chunk_scope_sql,
     parse_bq_uri,
     schema_json,
 )
-from pipelines.synthetic.bulk import generate_history
-from pipelines.warehouse import create_table_sql
+from runners.backfill.config import BackfillConfig
+from runners.backfill.driver import backfill
+from runners.backfill.files import (
+    PRICES,
+    SETTLEMENTS,
+    TABLES,
+    BackfillError,
+    marker_path,
+    partition,
+)
+from runners.local.warehouse import create_table_sql
+from runners.synthetic.bulk import generate_history
 from schemas.codegen import arrow_schema
 from schemas.registry import TABLES as TABLE_MODELS
 
@@ -317,7 +317,7 @@ def _cli(history: Path, *extra: str) -> list[str]:
 
 
 def test_cli_refuses_bad_output_arguments(history, tmp_path, capsys):
-    from pipelines.cli import main
+    from runners.cli import main
 
     cases = [
         (["--output", "bq://test-project.risk"], "needs --staging-dir"),
@@ -334,7 +334,7 @@ def test_cli_refuses_bad_output_arguments(history, tmp_path, capsys):
 def test_cli_publishes_to_the_dataset_through_the_staging_dir(
     history, tmp_path, monkeypatch, capsys
 ):
-    from pipelines.cli import main
+    from runners.cli import main
 
     client = RecordingClient()
     monkeypatch.setattr(bqm, "new_client", lambda project: client)

@@ -13,11 +13,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import backtest
-from pipelines.cli import main
+from runners.cli import main
+from runners.commands import backtest
 from schemas.codegen import arrow_schema
 from schemas.tables import VarBacktestRow
-from transforms import var_computation as vc
+from transforms.var import backtests, measures
 
 PRICES = Path(__file__).parent / "data" / "prices" / "bitstamp_BTC_ETH_LTC_USD_daily.csv"
 
@@ -45,8 +45,8 @@ def test_backtest_var_on_real_btc(tmp_path, capsys):
     exc = _independent_exceptions(0.99, 250)
     assert exc.size == 1864 - 250
     x = int(exc.sum())
-    kupiec = vc.kupiec_pof(x, exc.size, 0.01)
-    chris = vc.christoffersen(exc, 0.01)
+    kupiec = backtests.kupiec_pof(x, exc.size, 0.01)
+    chris = backtests.christoffersen(exc, 0.01)
     last = int(exc[-250:].sum())
 
     assert re.search(rf"tested days\s+{exc.size:,} \(2015-08-06 \.\. 2020-01-17\)", out)
@@ -56,7 +56,7 @@ def test_backtest_var_on_real_btc(tmp_path, capsys):
     assert _printed(out, "LR_ind") == pytest.approx(chris.lr_ind, abs=1e-6)
     assert _printed(out, "LR_cc") == pytest.approx(chris.lr_cc, abs=1e-6)
     assert chris.lr_cc == pytest.approx(kupiec.lr + chris.lr_ind)
-    zone = vc.basel_traffic_light(last)
+    zone = backtests.basel_traffic_light(last)
     assert re.search(rf"traffic light\s+{zone} \({last} exceptions? in the last 250 days\)", out)
 
     path = out_dir / "tables" / "var_backtests" / "part-0.parquet"
@@ -96,12 +96,15 @@ def test_other_methods_use_the_engine(method):
     closes = backtest.load_closes(PRICES, "BTC")
     res = backtest.run_backtest(closes, "BTC", 0.99, 250, method)
     r = closes.pct_change().dropna().to_numpy()
-    fn = {"parametric": vc.parametric_var, "filtered_historical": vc.filtered_historical_var}
+    fn = {
+        "parametric": measures.parametric_var,
+        "filtered_historical": measures.filtered_historical_var,
+    }
     for t in (250, 1000, r.size - 1):
         expected = fn[method](r[t - 250 : t], level=0.99)
         assert res.var[t - 250] == pytest.approx(expected, rel=1e-12)
     assert res.n_exceptions == int((-r[250:] > res.var).sum())
-    assert res.kupiec == vc.kupiec_pof(res.n_exceptions, res.n_obs, 0.01)
+    assert res.kupiec == backtests.kupiec_pof(res.n_exceptions, res.n_obs, 0.01)
 
 
 def test_missing_asset_column(tmp_path, capsys):

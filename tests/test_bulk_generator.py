@@ -1,4 +1,4 @@
-"""The bulk history generator (pipelines/synthetic/bulk.py): layout, contracts, oracle semantics,
+"""The bulk history generator (runners/synthetic/bulk.py): layout, contracts, oracle semantics,
 continuity across days, settlements, determinism, validation against the generated registry.
 
 Small runs (3 days x 4 assets x 50 accounts) shared by the module.
@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.synthetic import bulk
-from pipelines.synthetic.bulk import (
+from runners.synthetic import bulk
+from runners.synthetic.bulk import (
     MANIFEST,
     PRICES_TOPIC,
     SETTLEMENTS_TOPIC,
@@ -29,8 +29,8 @@ from pipelines.synthetic.bulk import (
 )
 from schemas.codegen import arrow_schema
 from schemas.events import PriceEvent, Settlement
-from transforms.oracles import load_registry
-from transforms.price_validation import check_update
+from transforms.prices.oracles import load_registry
+from transforms.prices.validation import check_update
 
 START, DAYS, ASSETS, ACCOUNTS, SEED = date(2024, 2, 28), 3, 4, 50, 5
 DATES = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
@@ -338,7 +338,7 @@ def test_invalid_arguments(tmp_path, kw, message):
 
 
 def test_cli_generate_history(tmp_path, capsys):
-    from pipelines.cli import main
+    from runners.cli import main
 
     rc = main(
         [

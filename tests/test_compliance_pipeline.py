@@ -22,20 +22,22 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.graph import build
-from pipelines.sanctions_store import save_version
+from runners.commands.sanctions import save_version
 from runners.direct import local_pipeline_options
 from schemas.events import AccountProfile, ComplianceAlert, Transfer
 from schemas.serde import to_json
 from schemas.tables import ComplianceScreeningRow
 from tests.factories import step_labels
-from transforms.compliance import EXPOSURE_RULE, MonitorAml, ScreenExposure
-from transforms.compliance_policy import load_policy
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.sanctions import ALERTS_TAG, RULE_ID, SanctionsJoin, effective_us
-from transforms.sanctions_source import (
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.compliance.exposure import EXPOSURE_RULE
+from transforms.compliance.policy import load_policy
+from transforms.compliance.screening import RULE_ID, effective_us
+from transforms.compliance.store import SanctionsStoreError, bundled_versions
+from transforms.compliance.transform import (
+    MonitorAml,
     ReadSanctionsVersions,
-    SanctionsStoreError,
-    bundled_versions,
+    SanctionsJoin,
+    ScreenExposure,
     read_store,
 )
 

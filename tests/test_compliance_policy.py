@@ -1,5 +1,5 @@
-"""The compliance policy file (transforms.compliance_policy) and its jurisdiction reference data
-(transforms.jurisdictions): the default file loads, every invalid file names its key path.
+"""The compliance policy file (transforms.compliance.policy) and its jurisdiction reference data
+(transforms.compliance.jurisdictions): the default file loads, every invalid file names its key path.
 
     .venv/bin/pytest tests/test_compliance_policy.py -q
 """
@@ -16,14 +16,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from transforms.compliance_policy import (
+from transforms.compliance.jurisdictions import load_jurisdictions
+from transforms.compliance.policy import (
     DEFAULT_POLICY,
     Policy,
     PolicyError,
     load_policy,
     parse_policy,
 )
-from transforms.jurisdictions import load_jurisdictions
 
 BASE = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
 

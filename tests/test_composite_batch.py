@@ -10,8 +10,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from transforms.composite_batch import NANO, STATUS, Carry, SourceUpdates, compose_span
-from transforms.composite_price import MICROS, CompositeEngine, Obs
+from transforms.prices.batch import NANO, STATUS, Carry, SourceUpdates, compose_span
+from transforms.prices.composite import MICROS, CompositeEngine, Obs
 
 DAY = 86_400 * MICROS
 T0 = 1_735_689_600 * MICROS  # 2025-01-01T00:00:00Z
@@ -157,7 +157,7 @@ def test_decimal_array_is_the_exact_inverse_of_the_int64_reading():
     objects would give, nulls where unavailable, negative and extreme values included."""
     import pyarrow as pa
 
-    from transforms.backfill_batches import _nano, decimal_array
+    from transforms.common.columns import decimal_array, to_nano
 
     nano = np.array([1, 3_000_000_000_000, -5, 0, 2**62, -(2**62), 123_456_789], dtype=np.int64)
     null = np.array([False, False, False, True, False, False, False])
@@ -167,7 +167,7 @@ def test_decimal_array_is_the_exact_inverse_of_the_int64_reading():
         pa.decimal128(38, 9),
     )
     assert got.equals(want) and got.null_count == 1
-    assert np.array_equal(_nano(pa.array(got.to_pylist()[:3], pa.decimal128(38, 9))), nano[:3])
+    assert np.array_equal(to_nano(pa.array(got.to_pylist()[:3], pa.decimal128(38, 9))), nano[:3])
     assert decimal_array(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)).equals(
         pa.array([], pa.decimal128(38, 9))
     )
@@ -176,7 +176,7 @@ def test_decimal_array_is_the_exact_inverse_of_the_int64_reading():
 def test_name_lists_are_the_marked_names_of_each_row():
     import pyarrow as pa
 
-    from transforms.backfill_batches import name_lists
+    from transforms.common.columns import name_lists
 
     names = np.array(["chainlink", "pyth", "dex"], dtype=object)
     mask = np.array([[True, False, True], [False, False, False], [False, True, False]])

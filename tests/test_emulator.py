@@ -1,4 +1,4 @@
-"""``defi-risk emulator`` (pipelines/emulator.py): names, availability, start/status/stop.
+"""``defi-risk emulator`` (runners/live/emulator.py): names, availability, start/status/stop.
 
 pytest -q tests/test_emulator.py              # offline parts; -m pubsub for the real emulator
 """
@@ -10,18 +10,35 @@ import os
 
 import pytest
 
-from pipelines import emulator as em
-from pipelines.cli import main as cli_main
+from runners.cli import main as cli_main
+from runners.live.emulator import (
+    EmulatorError,
+    _group_members,
+    answers_ok,
+    check_pubsub_target,
+    emulator_unavailable_reason,
+    free_host_port,
+    provision,
+    start_emulator,
+)
 from schemas.registry import ALERT_TOPICS, INPUT_TOPICS
+from schemas.topics import (
+    MAX_DELIVERY_ATTEMPTS,
+    all_topics,
+    dead_letter_topic,
+    subscription_name,
+    subscription_path,
+    topic_path,
+)
 
 
 def test_names_of_topics_subscriptions_and_dead_letter_topics():
-    assert em.subscription_name("settlements.v1") == "settlements.v1.sub"
-    assert em.dead_letter_topic("settlements.v1") == "settlements.v1.dead-letter"
-    assert em.subscription_path("p-local", "market.prices.v1") == (
+    assert subscription_name("settlements.v1") == "settlements.v1.sub"
+    assert dead_letter_topic("settlements.v1") == "settlements.v1.dead-letter"
+    assert subscription_path("p-local", "market.prices.v1") == (
         "projects/p-local/subscriptions/market.prices.v1.sub"
     )
-    topics = em.all_topics()
+    topics = all_topics()
     assert set(INPUT_TOPICS) | set(ALERT_TOPICS) <= set(topics)
     assert {f"{t}.dead-letter" for t in INPUT_TOPICS} <= set(topics)
     assert len(topics) == len(set(topics)) == 2 * len(INPUT_TOPICS) + len(ALERT_TOPICS)
@@ -29,21 +46,21 @@ def test_names_of_topics_subscriptions_and_dead_letter_topics():
 
 def test_unavailable_reason_names_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud, no java
-    assert "gcloud is not on PATH" in em.emulator_unavailable_reason()
+    assert "gcloud is not on PATH" in emulator_unavailable_reason()
     sdk = tmp_path / "sdk"
     (sdk / "bin").mkdir(parents=True)
     gcloud = sdk / "bin" / "gcloud"
     gcloud.write_text("#!/bin/sh\n")
     gcloud.chmod(0o755)
     monkeypatch.setenv("PATH", str(sdk / "bin"))
-    reason = em.emulator_unavailable_reason()
+    reason = emulator_unavailable_reason()
     assert "emulator component is not installed" in reason and "pubsub-emulator" in reason
 
 
 def test_start_refuses_when_the_emulator_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(em.EmulatorError, match="gcloud is not on PATH"):
-        em.start_emulator(em.free_host_port(), "p-local", tmp_path / "log")
+    with pytest.raises(EmulatorError, match="gcloud is not on PATH"):
+        start_emulator(free_host_port(), "p-local", tmp_path / "log")
 
 
 def test_pubsub_target_errors_say_what_to_do(monkeypatch):
@@ -55,14 +72,14 @@ def test_pubsub_target_errors_say_what_to_do(monkeypatch):
 
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     monkeypatch.setattr(google.auth, "default", no_credentials)
-    with pytest.raises(em.EmulatorError) as err:
-        em.check_pubsub_target()
+    with pytest.raises(EmulatorError) as err:
+        check_pubsub_target()
     text = str(err.value)
     assert "PUBSUB_EMULATOR_HOST is not set" in text and "defi-risk emulator start" in text
-    dead = em.free_host_port()  # nothing listens there
+    dead = free_host_port()  # nothing listens there
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", dead)
-    with pytest.raises(em.EmulatorError, match=f"nothing answers at http://{dead}/"):
-        em.check_pubsub_target()
+    with pytest.raises(EmulatorError, match=f"nothing answers at http://{dead}/"):
+        check_pubsub_target()
 
 
 def test_status_and_stop_without_a_state_file(tmp_path, capsys):
@@ -75,17 +92,17 @@ def test_status_and_stop_without_a_state_file(tmp_path, capsys):
 
 @pytest.mark.pubsub
 def test_start_provision_status_stop_through_the_cli(tmp_path, capsys, monkeypatch):
-    reason = em.emulator_unavailable_reason()
+    reason = emulator_unavailable_reason()
     if reason:
         pytest.skip(reason)
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
-    state, host = str(tmp_path / "state"), em.free_host_port()
+    state, host = str(tmp_path / "state"), free_host_port()
     start = ["emulator", "start", "--host-port", host, "--project", "defi-risk-cli", "--state-dir"]
     try:
         assert cli_main([*start, state]) == 0
         out = capsys.readouterr().out
         assert f"export PUBSUB_EMULATOR_HOST={host}" in out
-        n = len(em.all_topics())
+        n = len(all_topics())
         assert f"{2 * n} topics/subscriptions created, 0 already there" in out
         recorded = json.loads((tmp_path / "state" / "emulator.json").read_text())
         assert recorded["host"] == host and recorded["project"] == "defi-risk-cli"
@@ -100,7 +117,7 @@ def test_start_provision_status_stop_through_the_cli(tmp_path, capsys, monkeypat
         monkeypatch.setenv("PUBSUB_EMULATOR_HOST", host)
         subscriber = pubsub_v1.SubscriberClient()
         sub = subscriber.get_subscription(
-            subscription=em.subscription_path("defi-risk-cli", "settlements.v1")
+            subscription=subscription_path("defi-risk-cli", "settlements.v1")
         )
         subscriber.close()
         assert sub.topic == "projects/defi-risk-cli/topics/settlements.v1"
@@ -115,8 +132,8 @@ def test_start_provision_status_stop_through_the_cli(tmp_path, capsys, monkeypat
     assert stopped == 0
     assert ": terminated" in capsys.readouterr().out
     assert not (tmp_path / "state" / "emulator.json").exists()
-    assert not em.answers_ok(host)
-    assert em._group_members(pid) == []  # the java child is gone too
+    assert not answers_ok(host)
+    assert _group_members(pid) == []  # the java child is gone too
 
 
 @pytest.mark.pubsub
@@ -125,12 +142,12 @@ def test_a_message_nacked_five_times_goes_to_the_dead_letter_topic(pubsub_emulat
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
     project = "defi-risk-dead-letter"
-    em.provision(project, topics=["settlements.v1", "settlements.v1.dead-letter"])
+    provision(project, topics=["settlements.v1", "settlements.v1.dead-letter"])
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    publisher.publish(em.topic_path(project, "settlements.v1"), b"poison").result(timeout=30)
-    source = em.subscription_path(project, "settlements.v1")
+    publisher.publish(topic_path(project, "settlements.v1"), b"poison").result(timeout=30)
+    source = subscription_path(project, "settlements.v1")
     attempts = []
-    for _ in range(em.MAX_DELIVERY_ATTEMPTS + 2):
+    for _ in range(MAX_DELIVERY_ATTEMPTS + 2):
         answer = subscriber.pull(subscription=source, max_messages=10, timeout=3)
         attempts += [m.delivery_attempt for m in answer.received_messages]
         if answer.received_messages:  # nack: deliver again at once
@@ -140,7 +157,7 @@ def test_a_message_nacked_five_times_goes_to_the_dead_letter_topic(pubsub_emulat
                 ack_deadline_seconds=0,
             )
     dead = subscriber.pull(
-        subscription=em.subscription_path(project, "settlements.v1.dead-letter"),
+        subscription=subscription_path(project, "settlements.v1.dead-letter"),
         max_messages=10,
         timeout=5,
     )

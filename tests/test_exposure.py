@@ -13,10 +13,10 @@ import pytest
 
 from schemas.base import deterministic_id
 from schemas.events import Transfer
-from transforms.compliance_policy import load_policy
-from transforms.exposure import ExposureGraph, ExposureHit, transfer_order
-from transforms.sanctions_list import SanctionsIndex, load_lists
-from transforms.sanctions_source import BUNDLED_DIR
+from transforms.compliance.exposure import ExposureGraph, ExposureHit, transfer_order
+from transforms.compliance.lists import SanctionsIndex, load_lists
+from transforms.compliance.policy import load_policy
+from transforms.compliance.store import BUNDLED_DIR
 
 DATA = BUNDLED_DIR / "brave-intl-lists-2025-11-19"
 VERSION = load_lists(DATA, date(2025, 11, 19))

@@ -1,7 +1,7 @@
 """Static checks of infra/terraform (no terraform binary, no GCP credentials).
 
 python-hcl2 parses every .tf file; the checks compare the parsed configuration with the contracts
-in schemas/ (tables, topics, Avro and BigQuery schema files) and pipelines/emulator.py (names of
+in schemas/ (tables, topics, Avro and BigQuery schema files) and runners/live/emulator.py (names of
 subscriptions and dead-letter topics), then checkov runs over the whole tree from its own venv
 (`make .venv-checkov`).
 """
@@ -18,9 +18,10 @@ from typing import Any
 import hcl2
 import pytest
 
-from pipelines.emulator import DEAD_LETTER_SUFFIX, MAX_DELIVERY_ATTEMPTS, SUBSCRIPTION_SUFFIX
+from runners.dataflow.deploy import template_parameters
 from schemas.codegen import PARTITION_EXPIRATION_DAYS
 from schemas.registry import ALERT_TOPICS, DATASET, INPUT_TOPICS, TABLES, TOPICS, avro_name
+from schemas.topics import DEAD_LETTER_SUFFIX, MAX_DELIVERY_ATTEMPTS, SUBSCRIPTION_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 TF_ROOT = ROOT / "infra" / "terraform"
@@ -361,7 +362,7 @@ def views_on_views(selection: dict[str, dict]) -> set[str]:
 
 
 def test_every_plain_view_file_has_a_view_resource():
-    from pipelines.warehouse import read_view, view_files
+    from runners.local.warehouse import read_view, view_files
 
     selection = views_tf_selection()
     files = view_files(ROOT / "sql")
@@ -698,10 +699,8 @@ DATAFLOW = MODULES / "dataflow"
 
 
 def pipeline_option_names() -> set[str]:
-    names = set()
-    for source in (ROOT / "pipelines").glob("*.py"):
-        names |= set(re.findall(r'"--(\w+)"', source.read_text()))
-    return names
+    """The job's options: the flex template's parameters (RiskPipelineOptions, ProductionOptions)."""
+    return {p["name"] for p in template_parameters()}
 
 
 def test_dataflow_flex_template_job():

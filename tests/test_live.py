@@ -1,4 +1,4 @@
-"""The live Pub/Sub path (pipelines/live.py): graph checks offline, and end to end on the real
+"""The live Pub/Sub path (runners/live/run.py): graph checks offline, and end to end on the real
 emulator.
 
     pytest -q tests/test_live.py                 # everything; the e2e test is marked pubsub
@@ -27,18 +27,21 @@ from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubS
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines import live
-from pipelines.cli import main as cli_main
-from pipelines.emulator import free_host_port, provision, subscription_path
-from pipelines.oracle.publish import rfc3339
-from pipelines.publish import publish_records
+from pipelines.graph import is_table
+from runners.cli import main as cli_main
 from runners.direct import local_pipeline_options
+from runners.io.files import AppendJsonLines
+from runners.io.pubsub import alert_message, is_local_direct_runner
+from runners.live.emulator import free_host_port, provision
+from runners.live.publish import publish_records
+from runners.live.run import _BatchedPull, build_live, live_options, local_pull, wait_or_cancel
 from schemas.events import MarginAlert
 from schemas.registry import ALERT_TOPICS, INPUT_TOPICS
 from schemas.serde import from_avro
+from schemas.topics import rfc3339, subscription_path
 from tests.factories import settlement
 from tests.live_scenario import ETH_AFTER_DROP, USD, LiveRun, oracle_scenario
-from transforms.oracles import load_registry
+from transforms.prices.oracles import load_registry
 
 PROJECT = "defi-risk-live-test"
 
@@ -60,10 +63,10 @@ class Steps(PipelineVisitor):
 def build_offline(pipeline: str, runner_args: tuple[str, ...] = (), out: str = "/tmp/unused"):
     """The live graph, built but never run; ``runner_args`` only reach ``build_live``'s options
     (a Pipeline on DataflowRunner validates GCP options and looks up credentials)."""
-    local = live.live_options(pipeline, PROJECT)
-    options = live.live_options(pipeline, PROJECT, list(runner_args)) if runner_args else local
+    local = live_options(pipeline, PROJECT)
+    options = live_options(pipeline, PROJECT, list(runner_args)) if runner_args else local
     p = beam.Pipeline(options=local)
-    outputs = live.build_live(p, options, PROJECT, out)
+    outputs = build_live(p, options, PROJECT, out)
     steps = Steps()
     p.visit(steps)
     return p, outputs, steps.by_label
@@ -115,7 +118,7 @@ def test_every_input_topic_is_read_in_the_all_pipeline():
 
 def test_tables_go_to_jsonl_sinks_and_alerts_to_their_topic_and_jsonl():
     _, outputs, steps = build_offline("risk")
-    tables = [name for name in outputs if live.is_table(name)]
+    tables = [name for name in outputs if is_table(name)]
     assert "dead_letter" in tables and "prices" in tables
     for table in tables:
         assert f"AppendTable_{table}" in steps
@@ -139,13 +142,11 @@ def test_is_local_direct_runner():
         "FnApiRunner",
         "SwitchingDirectRunner",
     ):
-        assert live.is_local_direct_runner(
-            local_pipeline_options(extra_args=[f"--runner={runner}"])
-        )
-    assert live.is_local_direct_runner(beam.options.pipeline_options.PipelineOptions([]))
+        assert is_local_direct_runner(local_pipeline_options(extra_args=[f"--runner={runner}"]))
+    assert is_local_direct_runner(beam.options.pipeline_options.PipelineOptions([]))
     for runner in ("DataflowRunner", "FlinkRunner"):
         opts = beam.options.pipeline_options.PipelineOptions([f"--runner={runner}"])
-        assert not live.is_local_direct_runner(opts)
+        assert not is_local_direct_runner(opts)
 
 
 def margin_alert() -> MarginAlert:
@@ -165,7 +166,7 @@ def margin_alert() -> MarginAlert:
 
 def test_an_alert_message_is_avro_with_ts_and_id_attributes():
     alert = margin_alert()
-    message = live.alert_message(alert)
+    message = alert_message(alert)
     assert isinstance(message, PubsubMessage)
     assert from_avro(MarginAlert, message.data) == alert
     assert message.attributes == {
@@ -182,7 +183,7 @@ def test_append_json_lines_appends_whole_bundles(tmp_path):
             _ = (
                 p
                 | beam.Create([f"r{run}-{i}" for i in range(5)])
-                | beam.ParDo(live.AppendJsonLines(path, json.dumps))
+                | beam.ParDo(AppendJsonLines(path, json.dumps))
             )
     assert sorted(json.loads(line) for line in path.read_text().splitlines()) == sorted(
         f"r{run}-{i}" for run in range(2) for i in range(5)
@@ -214,14 +215,14 @@ class FakeResult:
 def test_wait_or_cancel_cancels_after_the_duration():
     result = FakeResult()
     started = time.monotonic()
-    assert live.wait_or_cancel(result, 0.3, poll_s=0.05) == "CANCELLED"
+    assert wait_or_cancel(result, 0.3, poll_s=0.05) == "CANCELLED"
     assert result.cancelled and 0.3 <= time.monotonic() - started < 2
 
 
 def test_wait_or_cancel_returns_when_the_run_ends_and_raises_its_error():
-    assert live.wait_or_cancel(FakeResult(finish_after=0.05), 5, poll_s=0.02) == "DONE"
+    assert wait_or_cancel(FakeResult(finish_after=0.05), 5, poll_s=0.02) == "DONE"
     with pytest.raises(RuntimeError, match="boom"):
-        live.wait_or_cancel(FakeResult(0.05, RuntimeError("boom")), 5, poll_s=0.02)
+        wait_or_cancel(FakeResult(0.05, RuntimeError("boom")), 5, poll_s=0.02)
 
 
 def test_wait_or_cancel_uses_a_runner_duration_when_it_has_one():
@@ -236,7 +237,7 @@ def test_wait_or_cancel_uses_a_runner_duration_when_it_has_one():
             self.cancelled = True
 
     result = Timed()
-    assert live.wait_or_cancel(result, 1.5) == "CANCELLED" and result.cancelled
+    assert wait_or_cancel(result, 1.5) == "CANCELLED" and result.cancelled
 
 
 def test_local_pull_batches_and_bounds_the_wait_and_is_undone():
@@ -244,11 +245,11 @@ def test_local_pull_batches_and_bounds_the_wait_and_is_undone():
     from google.api_core.exceptions import DeadlineExceeded
 
     original = vars(_PubSubReadEvaluator)["_get_subscriber_client"]
-    with live.local_pull(250, deadline_s=1.5) as batched:
+    with local_pull(250, deadline_s=1.5) as batched:
         assert batched
         assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is not original
     assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is original
-    with live.local_pull(0) as batched:
+    with local_pull(0) as batched:
         assert not batched
         assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is original
 
@@ -263,7 +264,7 @@ def test_local_pull_batches_and_bounds_the_wait_and_is_undone():
                 raise DeadlineExceeded("idle")
             return "response"
 
-    proxy = live._BatchedPull(Client(), 250, 1.5)
+    proxy = _BatchedPull(Client(), 250, 1.5)
     assert proxy.pull(subscription="s", max_messages=10, timeout=30) == "response"
     assert calls[0] == {"subscription": "s", "max_messages": 250, "timeout": 1.5}
     assert len(proxy.pull(subscription="s", max_messages=10, timeout=30).received_messages) == 0

@@ -12,10 +12,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.local import InputError, run_local
-from pipelines.synthetic import generate
-from pipelines.warehouse import build_warehouse
+from runners.cli import main as cli_main
+from runners.io.files import InputError
+from runners.local.run import run_local
+from runners.local.warehouse import build_warehouse
+from runners.synthetic import generate
 from schemas.registry import INPUT_TOPICS, TABLES
 
 pytestmark = pytest.mark.slow
@@ -92,7 +93,7 @@ def test_composite_prices_cover_every_asset_and_minute(demo):
 
 def test_portfolio_var_for_every_account_that_holds_positions(demo):
     from schemas.events import Settlement
-    from transforms.positions import PositionBook
+    from transforms.common.positions import PositionBook
 
     data, out, _, _, _ = demo
     books: dict[str, PositionBook] = {}
@@ -131,7 +132,7 @@ def test_margin_events_match_the_accounts_the_generator_drove_into_margin_calls(
     alerts = [json.loads(line) for line in (out / "alerts" / "alerts.margin.v1.jsonl").open()]
     called = {a["account_id"] for a in alerts if a["event_type"] in ("margin_call", "liquidation")}
     assert called == set(first)  # every called account was alerted at least once
-    from pipelines.cli import margin_truth_check
+    from runners.local.demo import margin_truth_check
 
     check = margin_truth_check(out, out.parent / "input" / "ground_truth.json")
     assert check is not None and check["missed"] == check["extra"] == 0

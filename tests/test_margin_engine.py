@@ -11,9 +11,9 @@ import pytest
 
 from schemas.types import epoch_micros
 from tests.factories import settlement
-from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick
-from transforms.margin_event_detector import AccountState, DetectorConfig, observe
-from transforms.margin_health import health_score
+from transforms.margin.detector import AccountState, DetectorConfig, observe
+from transforms.margin.engine import MarginConfig, MarginShardEngine, PriceTick
+from transforms.margin.health import health_score
 
 T0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
 NO_SNAP = MarginConfig(snapshot_s=0)
@@ -135,7 +135,7 @@ def test_only_holders_of_the_moved_asset_are_revalued_exactly(monkeypatch):
 
 def reference(settlements, ticks, cfg: DetectorConfig):
     """Every account re-checked in Decimal at every event: the slow, obviously right model."""
-    from transforms.positions import PositionBook
+    from transforms.common.positions import PositionBook
 
     books, states, prices, status, events = {}, {}, {}, {}, []
     timeline = sorted(

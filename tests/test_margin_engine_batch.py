@@ -15,7 +15,7 @@ import pytest
 from schemas.tables import MarginHealthRow
 from schemas.types import epoch_micros
 from tests.factories import settlement
-from transforms.margin_engine import MarginConfig, MarginShardEngine, PriceTick
+from transforms.margin.engine import MarginConfig, MarginShardEngine, PriceTick
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 ASSETS = {"ETH": ("3000", 18), "BTC": ("60000", 8), "USDC": ("1", 6), "SOL": ("150", 9)}
@@ -190,7 +190,8 @@ def test_a_day_of_composite_rows_as_columns_gives_the_ticks_output():
     int64 units of 1e-9, no object per row): the same output and state as the ticks."""
     import pyarrow as pa
 
-    from transforms.backfill_batches import PRICE_SCHEMA, price_ticks
+    from transforms.margin.batch import price_ticks
+    from transforms.prices.batch import PRICE_SCHEMA
 
     rng = random.Random(21)
     cfg = MarginConfig(snapshot_s=900)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from transforms.margin_event_detector import AccountState, DetectorConfig, next_zone, observe
+from transforms.margin.detector import AccountState, DetectorConfig, next_zone, observe
 
 T = datetime(2025, 1, 6, 12, tzinfo=UTC)
 D = Decimal

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.margin_health import (
+from transforms.margin.health import (
     DEFAULT_VENUES,
     VenueConfigError,
     aave_health_factor,

@@ -20,9 +20,9 @@ from pipelines.graph import build
 from runners.direct import local_pipeline_options
 from schemas.tables import PriceRow
 from tests.factories import settlement
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.margin import ALERTS_TAG, EVENTS_TAG, STATE_TAG, MonitorMargins
-from transforms.margin_engine import MarginConfig
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.margin.engine import MarginConfig
+from transforms.margin.transform import EVENTS_TAG, STATE_TAG, MonitorMargins
 
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
 P, S = "prices", "settlements"

@@ -9,8 +9,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from runners.direct import local_pipeline_options
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.oracle_ingest import DecodeOracleUpdates
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.prices.transform import DecodeOracleUpdates
 
 ETH = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
 ROUND = str((6 << 64) | 7)

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.cli import make_parser
-from pipelines.oracle.hermes import HermesClient
-from pipelines.oracle.poller import OraclePoller, PollerConfig
-from pipelines.oracle.publish import DeadLetterSink, JsonlPublisher, PubSubPublisher, rfc3339
-from pipelines.oracle.resilience import (
+from runners.cli import main as cli_main
+from runners.cli import make_parser
+from runners.oracle.hermes import HermesClient
+from runners.oracle.poller import OraclePoller, PollerConfig
+from runners.oracle.publish import DeadLetterSink, JsonlPublisher, PubSubPublisher
+from runners.oracle.resilience import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -40,7 +40,7 @@ from pipelines.oracle.resilience import (
     SourceError,
     SystemClock,
 )
-from pipelines.oracle.rpc import (
+from runners.oracle.rpc import (
     ChainlinkReader,
     JsonRpcClient,
     RoundData,
@@ -49,8 +49,9 @@ from pipelines.oracle.rpc import (
 )
 from schemas.events import PriceEvent
 from schemas.serde import from_avro, from_json
+from schemas.topics import rfc3339
 from tests.oracle_server import Faults, OracleChain, OracleServer
-from transforms.oracles import (
+from transforms.prices.oracles import (
     compose_round_id,
     decode_chainlink_round,
     decode_pyth_update,

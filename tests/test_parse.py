@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from runners.direct import local_pipeline_options
 from schemas import serde
 from schemas.events import PriceEvent
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.parse import ParseEvents, decode
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.parse import ParseEvents, decode
 
 GOOD = {
     "event_id": "p1",

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.events import Settlement
 from tests.factories import settlement
-from transforms.positions import PositionBook, exposure_matrix
+from transforms.common.positions import PositionBook, exposure_matrix
 
 T = datetime(2025, 1, 6, tzinfo=UTC)
 

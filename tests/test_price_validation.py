@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from runners.direct import local_pipeline_options
 from schemas.events import PriceEvent
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.oracles import (
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.parse import ParseEvents
+from transforms.prices.oracles import (
     OracleDecodeError,
     RegistryError,
     compose_round_id,
@@ -24,8 +25,8 @@ from transforms.oracles import (
     load_registry,
     split_round_id,
 )
-from transforms.parse import ParseEvents
-from transforms.price_validation import ValidatePrices, check_update
+from transforms.prices.transform import ValidatePrices
+from transforms.prices.validation import check_update
 
 REG = load_registry()
 T = 1736121600  # 2025-01-06T00:00:00Z

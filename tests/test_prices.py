@@ -14,9 +14,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.direct import local_pipeline_options
 from schemas.events import PriceEvent
-from transforms.composite_price import MICROS, CompositeEngine, Obs, median_with_outliers
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.prices import CompositePrices
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.prices.composite import MICROS, CompositeEngine, Obs, median_with_outliers
+from transforms.prices.transform import CompositePrices
 
 D = Decimal
 T0 = 1736121600 * MICROS  # 2025-01-06T00:00:00Z, a window boundary

@@ -16,9 +16,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.graph import build, topics_for
-from pipelines.production import ProductionOptions, bigquery_row, build_production
-from runners import deploy
+from runners.dataflow import deploy
+from runners.dataflow.job import ProductionOptions, build_production
 from runners.direct import local_pipeline_options
+from runners.io.bigquery import bigquery_row
 from schemas.codegen import SCHEMA_DIR
 from schemas.registry import TABLES
 from schemas.tables import ComplianceScreeningRow, PriceRow, ProtocolRiskAssessmentRow
@@ -177,7 +178,7 @@ def test_requirements_lock_pins_every_runtime_dependency_and_the_beam_of_the_ima
     dockerfile = (deploy.TEMPLATE_DIR / "Dockerfile").read_text()
     assert f"apache/beam_python3.11_sdk:{deploy.BEAM_VERSION}" in dockerfile
     assert "python_template_launcher" in dockerfile
-    assert "FLEX_TEMPLATE_PYTHON_PY_FILE=${WORKDIR}/pipelines/production.py" in dockerfile
+    assert "FLEX_TEMPLATE_PYTHON_PY_FILE=${WORKDIR}/runners/dataflow/job.py" in dockerfile
 
 
 def _args(**kw):
@@ -227,7 +228,7 @@ def test_deploy_update_carries_the_transform_name_mapping_and_drain_is_one_comma
 
 
 def test_deploy_cli_dry_run_and_missing_arguments(capsys):
-    from pipelines.cli import main
+    from runners.cli import main
 
     assert main(["deploy", "--project", "p1", "--region", "r1", "--template-bucket", "b1",
                  "--dry-run"]) == 0  # fmt: skip

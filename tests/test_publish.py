@@ -1,4 +1,4 @@
-"""``defi-risk publish`` (pipelines/publish.py) with a fake Pub/Sub client: no emulator needed.
+"""``defi-risk publish`` (runners/live/publish.py) with a fake Pub/Sub client: no emulator needed.
 
     pytest -q tests/test_publish.py
 
@@ -15,10 +15,9 @@ from decimal import Decimal
 
 import pytest
 
-from pipelines.cli import main as cli_main
-from pipelines.emulator import free_host_port
-from pipelines.oracle.publish import rfc3339
-from pipelines.publish import (
+from runners.cli import main as cli_main
+from runners.live.emulator import free_host_port
+from runners.live.publish import (
     PublishError,
     RateSchedule,
     merged_topic_files,
@@ -26,10 +25,11 @@ from pipelines.publish import (
     shift_times,
     to_current_time,
 )
-from pipelines.synthetic import generate
+from runners.synthetic import generate
 from schemas.events import PriceEvent
 from schemas.registry import INPUT_TOPICS, TOPICS
 from schemas.serde import from_avro, from_json
+from schemas.topics import rfc3339
 from tests.factories import settlement
 
 T0 = datetime(2025, 1, 6, 12, tzinfo=UTC)
@@ -126,7 +126,7 @@ def generated(tmp_path_factory):
 @pytest.fixture(scope="module")
 def published(generated):
     """Every line of the generated files through publish_outgoing with a fake client and clock."""
-    from pipelines.publish import publish_outgoing
+    from runners.live.publish import publish_outgoing
 
     fake = FakeTime()
     client = FakeClient()

@@ -19,8 +19,9 @@ from apache_beam.utils.timestamp import Timestamp
 from runners.direct import local_pipeline_options
 from schemas.events import DexTrade, LiquidityEvent
 from tests.mazorra_data import STUDY_END, complete_pools, pool_events, pools
-from transforms.rug_pull import RugConfig, detect_pool, label_rug_pulls
-from transforms.surveillance import ALERTS_TAG, DetectRugPulls
+from transforms.common.dead_letter import ALERTS_TAG
+from transforms.surveillance.rug_pull import RugConfig, detect_pool, label_rug_pulls
+from transforms.surveillance.transform import DetectRugPulls
 
 T0 = datetime(2025, 2, 1, tzinfo=UTC)
 POOL, DEPLOYER, VICTIM = "0xpool", "0xdeployer", "0xvictim"
@@ -210,7 +211,7 @@ def test_detect_rug_pulls_in_batch_and_under_test_stream_give_the_same_finding()
 
 
 def test_label_command_on_topic_files(tmp_path, capsys):
-    from pipelines.cli import main
+    from runners.cli import main
     from schemas.serde import to_json
 
     events = launched() + [liq("burn", 3600, 0, 11 * E18, lp=1000 * E18)]

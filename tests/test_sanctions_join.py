@@ -16,10 +16,11 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.direct import local_pipeline_options
 from schemas.events import Transfer
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.sanctions import ALERTS_TAG, SanctionsJoin, effective_us, screen_transfer
-from transforms.sanctions_list import SanctionsIndex, load_lists
-from transforms.sanctions_source import BUNDLED_DIR
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.compliance.lists import SanctionsIndex, load_lists
+from transforms.compliance.screening import effective_us, screen_transfer
+from transforms.compliance.store import BUNDLED_DIR
+from transforms.compliance.transform import SanctionsJoin
 
 OLD = load_lists(BUNDLED_DIR / "0xB10C-lists-2024-09-27", date(2024, 9, 27))
 NEW = load_lists(BUNDLED_DIR / "brave-intl-lists-2025-11-19", date(2025, 11, 19))

@@ -1,4 +1,4 @@
-"""Sanctions list ingestion on the real OFAC data (lists: pipelines/data/ofac; formats: tests/data/ofac-addresses) (issue 7, part 2).
+"""Sanctions list ingestion on the real OFAC data (lists: transforms/compliance/data/ofac; formats: tests/data/ofac-addresses) (issue 7, part 2).
 
 .venv/bin/pytest tests/test_sanctions_list.py -q
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from transforms.sanctions_list import (
+from transforms.compliance.lists import (
     ListedAddress,
     SanctionsIndex,
     build_version,
@@ -24,7 +24,7 @@ from transforms.sanctions_list import (
     parse_advanced_xml,
     parse_sdn_csv,
 )
-from transforms.sanctions_source import BUNDLED_DIR
+from transforms.compliance.store import BUNDLED_DIR
 
 DATA = Path(__file__).parent / "data" / "ofac-addresses"
 XML = DATA / "sdn-format-excerpts" / "sdn_advanced_digital_currency_excerpt.xml.gz"

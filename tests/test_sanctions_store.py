@@ -9,10 +9,9 @@ import json
 from datetime import date
 from pathlib import Path
 
-from pipelines.cli import main
-from pipelines.sanctions_store import version_from_dict, version_to_dict
-from transforms.sanctions_list import SanctionsIndex, load_lists
-from transforms.sanctions_source import BUNDLED_DIR
+from runners.cli import main
+from transforms.compliance.lists import SanctionsIndex, load_lists
+from transforms.compliance.store import BUNDLED_DIR, version_from_dict, version_to_dict
 
 DATA = Path(__file__).parent / "data" / "ofac-addresses"
 OLD = BUNDLED_DIR / "0xB10C-lists-2024-09-27"

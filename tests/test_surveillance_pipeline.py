@@ -17,8 +17,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.direct import local_pipeline_options
 from schemas.events import DexTrade, Transfer
-from transforms.surveillance import DetectWashTrades
-from transforms.wash_trade import detect_wash_trades
+from transforms.surveillance.transform import DetectWashTrades
+from transforms.surveillance.wash_trade import detect_wash_trades
 
 T0 = datetime(2025, 4, 1, 10, tzinfo=UTC)
 POOL, A, FUNDER = "0xpool", "0x" + "a" * 40, "0x" + "f" * 40

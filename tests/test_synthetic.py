@@ -17,19 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from pipelines import synthetic
-from pipelines.synthetic import (
-    PRICE_ASSETS,
-    generate,
-    simulate_daily_returns,
-    simulate_market,
-)
-from pipelines.synthetic.assets import CHAINLINK_FEEDS
-from pipelines.synthetic.calibration import CALIBRATION_FILE, PRICES_DIR, fit_calibration
+from runners import synthetic
+from runners.synthetic import PRICE_ASSETS, generate, simulate_daily_returns, simulate_market
+from runners.synthetic.assets import CHAINLINK_FEEDS
+from runners.synthetic.calibration import CALIBRATION_FILE, PRICES_DIR, fit_calibration
 from schemas.codegen import arrow_schema
 from schemas.registry import INPUT_TOPICS, TOPICS
-from transforms.oracles import decode_scaled
-from transforms.sanctions_source import BUNDLED_DIR
+from transforms.compliance.store import BUNDLED_DIR
+from transforms.prices.oracles import decode_scaled
 
 DAYS, ACCOUNTS, SEED = 5, 20, 11
 START = datetime(2025, 1, 6, tzinfo=UTC)
@@ -297,8 +292,8 @@ def test_stablecoins_hold_the_peg_except_in_recorded_depegs(run, parsed):
 
 
 def test_rejected_updates_pass_the_contract_and_fail_the_price_rules(run):
-    from transforms.oracles import load_registry
-    from transforms.price_validation import check_update
+    from transforms.prices.oracles import load_registry
+    from transforms.prices.validation import check_update
 
     out, _, truth = run
     lines = (out / "market.prices.v1.jsonl").read_text().splitlines()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import integrate, stats
 
-from transforms import var_computation as vc
+from transforms.var import backtests, measures
 
 PRICES = Path(__file__).parent / "data" / "prices" / "bitstamp_BTC_ETH_LTC_USD_daily.csv"
 
@@ -48,22 +48,24 @@ W6040 = np.array([0.6, 0.4])
 
 
 def test_btc_historical_var99_reference(btc):
-    assert vc.historical_var(btc, 0.99) == pytest.approx(0.1110613878, abs=1e-9)
-    assert vc.historical_var(btc, 0.99, method="linear") == pytest.approx(0.1107433721, abs=1e-9)
+    assert measures.historical_var(btc, 0.99) == pytest.approx(0.1110613878, abs=1e-9)
+    assert measures.historical_var(btc, 0.99, method="linear") == pytest.approx(
+        0.1107433721, abs=1e-9
+    )
     # ceil(0.01 · 1864) = 19: the 19th worst loss.
-    assert vc.historical_var(btc.to_numpy(), 0.99) == np.sort(-btc.to_numpy())[::-1][18]
+    assert measures.historical_var(btc.to_numpy(), 0.99) == np.sort(-btc.to_numpy())[::-1][18]
 
 
 def test_btc_eth_6040_references(pair):
-    hs = vc.historical_var(pair, 0.99, weights=W6040)
-    normal = vc.parametric_var(pair, W6040, 0.99)
-    mc = vc.monte_carlo_var(pair, W6040, 0.99, n=100_000, seed=0)
+    hs = measures.historical_var(pair, 0.99, weights=W6040)
+    normal = measures.parametric_var(pair, W6040, 0.99)
+    mc = measures.monte_carlo_var(pair, W6040, 0.99, n=100_000, seed=0)
     assert hs == pytest.approx(0.1267649100, abs=1e-9)
     assert normal == pytest.approx(0.1008082317, abs=1e-9)
     assert mc == pytest.approx(normal, rel=0.01)
     # The 2-D path is the daily-rebalanced portfolio series.
     series = 0.6 * pair["BTC:close"] + 0.4 * pair["ETH:close"]
-    assert vc.historical_var(series, 0.99) == pytest.approx(hs, abs=1e-15)
+    assert measures.historical_var(series, 0.99) == pytest.approx(hs, abs=1e-15)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,7 @@ def test_btc_eth_6040_references(pair):
     [(0, 5.025168, 0.024982), (5, 1.956810, 0.161855), (10, 12.955491, None)],
 )
 def test_kupiec_references(x, lr, pvalue):
-    res = vc.kupiec_pof(x, 250, 0.01)
+    res = backtests.kupiec_pof(x, 250, 0.01)
     assert res.lr == pytest.approx(lr, abs=1e-6)
     if pvalue is not None:
         assert res.pvalue == pytest.approx(pvalue, abs=1e-6)
@@ -80,13 +82,15 @@ def test_kupiec_references(x, lr, pvalue):
 
 @pytest.mark.parametrize(("x", "zone"), [(0, "green"), (4, "green"), (5, "yellow"), (9, "yellow")])
 def test_traffic_light_references(x, zone):
-    assert vc.basel_traffic_light(x) == zone
-    assert vc.basel_traffic_light(10) == "red" and vc.basel_traffic_light(250) == "red"
+    assert backtests.basel_traffic_light(x) == zone
+    assert (
+        backtests.basel_traffic_light(10) == "red" and backtests.basel_traffic_light(250) == "red"
+    )
 
 
 @pytest.mark.parametrize("n", [100, 250, 500, 1000])
 def test_traffic_light_bounds_follow_the_binomial_cdf(n):
-    green_max, yellow_max = vc.traffic_light_bounds(n, 0.01)
+    green_max, yellow_max = backtests.traffic_light_bounds(n, 0.01)
     cdf = stats.binom(n, 0.01).cdf
     assert cdf(green_max) < 0.95 <= cdf(green_max + 1)
     assert cdf(yellow_max) < 0.9999 <= cdf(yellow_max + 1)
@@ -102,13 +106,13 @@ def test_christoffersen_hand_computed():
     ll1 = n00 * math.log(1 - p01) + n01 * math.log(p01) + n10 * math.log(1 - p11)
     ll1 += n11 * math.log(p11)
     ll0 = (n00 + n10) * math.log(1 - pi) + (n01 + n11) * math.log(pi)
-    res = vc.christoffersen(e, 0.05)
+    res = backtests.christoffersen(e, 0.05)
     assert res.lr_ind == pytest.approx(2 * (ll1 - ll0), rel=1e-12)
-    assert res.lr_cc == pytest.approx(vc.kupiec_pof(6, 20, 0.05).lr + res.lr_ind, rel=1e-12)
+    assert res.lr_cc == pytest.approx(backtests.kupiec_pof(6, 20, 0.05).lr + res.lr_ind, rel=1e-12)
     assert res.pvalue_ind == pytest.approx(stats.chi2.sf(res.lr_ind, 1))
     assert res.pvalue_cc == pytest.approx(stats.chi2.sf(res.lr_cc, 2))
     # No exceptions at all: nothing to cluster.
-    none = vc.christoffersen(np.zeros(250, dtype=bool), 0.01)
+    none = backtests.christoffersen(np.zeros(250, dtype=bool), 0.01)
     assert none.lr_ind == 0.0 and none.lr_cc == pytest.approx(5.025168, abs=1e-6)
 
 
@@ -123,21 +127,25 @@ def test_whole_number_alpha_n_takes_the_exact_order_statistic(n, level, kth_wors
     losses = np.arange(1, n + 1) / 1000.0  # distinct losses 0.001 .. n/1000
     returns = rng.permutation(-losses)
     worst = np.sort(losses)[::-1]
-    assert vc.historical_var(returns, level) == worst[kth_worst - 1]
+    assert measures.historical_var(returns, level) == worst[kth_worst - 1]
     # ES with a whole α·N is the plain mean of the α·N worst losses.
-    assert vc.historical_es(returns, level) == pytest.approx(worst[:kth_worst].mean(), rel=1e-15)
+    assert measures.historical_es(returns, level) == pytest.approx(
+        worst[:kth_worst].mean(), rel=1e-15
+    )
     # The naive float formula: 1 - 0.99 = 0.010000000000000009 > 0.01 takes the next one.
     naive_k = math.ceil((1 - level) * n)
     naive = -np.quantile(returns, 1 - level, method="inverted_cdf")
     assert naive_k == kth_worst + 1
-    assert naive == worst[kth_worst] != vc.historical_var(returns, level)
+    assert naive == worst[kth_worst] != measures.historical_var(returns, level)
 
 
 def test_es_fractional_boundary_weight():
     # α·N = 0.05 · 30 = 1.5: the worst loss plus half of the second, over 1.5.
     returns = -np.arange(1, 31) / 100.0
-    assert vc.historical_es(returns, 0.95) == pytest.approx((0.30 + 0.5 * 0.29) / 1.5, rel=1e-15)
-    assert vc.historical_var(returns, 0.95) == pytest.approx(0.29)
+    assert measures.historical_es(returns, 0.95) == pytest.approx(
+        (0.30 + 0.5 * 0.29) / 1.5, rel=1e-15
+    )
+    assert measures.historical_var(returns, 0.95) == pytest.approx(0.29)
 
 
 # ---------------------------------------------------------------------------- other methods
@@ -147,23 +155,23 @@ def test_parametric_matches_closed_form(pair):
     mu, cov = pair.mean().to_numpy(), np.cov(pair.to_numpy(), rowvar=False, ddof=1)
     m, s = W6040 @ mu, math.sqrt(W6040 @ cov @ W6040)
     z99, z975 = stats.norm.ppf(0.99), stats.norm.ppf(0.975)
-    assert vc.parametric_var(pair, W6040, 0.99) == pytest.approx(-m + z99 * s, rel=1e-12)
-    es = vc.parametric_es(pair, W6040, 0.975)
+    assert measures.parametric_var(pair, W6040, 0.99) == pytest.approx(-m + z99 * s, rel=1e-12)
+    es = measures.parametric_es(pair, W6040, 0.975)
     assert es == pytest.approx(-m + s * stats.norm.pdf(z975) / 0.025, rel=1e-12)
     # Acerbi: ES is the mean of VaR over the tail levels.
     tail_mean = integrate.quad(lambda u: -m + s * stats.norm.ppf(u), 0.975, 1)[0] / 0.025
     assert es == pytest.approx(tail_mean, rel=1e-7)
     # Horizon: h·μ and √h·σ.
-    assert vc.parametric_var(pair, W6040, 0.99, horizon_days=10) == pytest.approx(
+    assert measures.parametric_var(pair, W6040, 0.99, horizon_days=10) == pytest.approx(
         -10 * m + z99 * s * math.sqrt(10), rel=1e-12
     )
 
 
 def test_historical_horizon_is_sqrt_h_scaling(btc):
-    one = vc.historical_var(btc, 0.99)
-    assert vc.historical_var(btc, 0.99, horizon_days=10) == pytest.approx(one * math.sqrt(10))
-    assert vc.historical_es(btc, 0.975, horizon_days=4) == pytest.approx(
-        2 * vc.historical_es(btc, 0.975)
+    one = measures.historical_var(btc, 0.99)
+    assert measures.historical_var(btc, 0.99, horizon_days=10) == pytest.approx(one * math.sqrt(10))
+    assert measures.historical_es(btc, 0.975, horizon_days=4) == pytest.approx(
+        2 * measures.historical_es(btc, 0.975)
     )
 
 
@@ -176,10 +184,10 @@ def _ewma_loop(r: np.ndarray, lam: float) -> np.ndarray:
 
 def test_ewma_matches_the_recursion(btc, pair):
     r = btc.to_numpy()
-    sig = vc.ewma_volatility(r)
+    sig = measures.ewma_volatility(r)
     assert sig.shape == (r.size + 1,)
     np.testing.assert_allclose(sig, _ewma_loop(r, 0.94), rtol=1e-12)
-    two = vc.ewma_volatility(pair.to_numpy(), lam=0.97)
+    two = measures.ewma_volatility(pair.to_numpy(), lam=0.97)
     for j in range(2):
         np.testing.assert_allclose(two[:, j], _ewma_loop(pair.to_numpy()[:, j], 0.97), rtol=1e-12)
 
@@ -190,29 +198,29 @@ def test_filtered_historical_var_matches_hull_white_by_hand(btc):
     scenarios = r / sig[:-1] * sig[-1]
     k = math.ceil(0.01 * 500 - 1e-12)  # 5, exact here
     expected = -np.sort(scenarios)[k - 1]
-    assert vc.filtered_historical_var(r, 0.99) == pytest.approx(expected, rel=1e-12)
-    assert vc.filtered_historical_es(r, 0.99) >= vc.filtered_historical_var(r, 0.99)
+    assert measures.filtered_historical_var(r, 0.99) == pytest.approx(expected, rel=1e-12)
+    assert measures.filtered_historical_es(r, 0.99) >= measures.filtered_historical_var(r, 0.99)
 
 
 def test_monte_carlo_is_reproducible(pair):
-    a = vc.monte_carlo_var(pair, W6040, 0.99, n=20_000, seed=7)
-    assert a == vc.monte_carlo_var(pair, W6040, 0.99, n=20_000, seed=7)
-    assert a != vc.monte_carlo_var(pair, W6040, 0.99, n=20_000, seed=8)
-    ten = vc.monte_carlo_var(pair, W6040, 0.99, n=100_000, seed=0, horizon_days=10)
-    normal10 = vc.parametric_var(pair, W6040, 0.99, horizon_days=10)
+    a = measures.monte_carlo_var(pair, W6040, 0.99, n=20_000, seed=7)
+    assert a == measures.monte_carlo_var(pair, W6040, 0.99, n=20_000, seed=7)
+    assert a != measures.monte_carlo_var(pair, W6040, 0.99, n=20_000, seed=8)
+    ten = measures.monte_carlo_var(pair, W6040, 0.99, n=100_000, seed=0, horizon_days=10)
+    normal10 = measures.parametric_var(pair, W6040, 0.99, horizon_days=10)
     assert ten == pytest.approx(normal10, rel=0.01)
 
 
 def test_component_var_sums_to_portfolio_var(pair):
-    parts = vc.component_var(pair, W6040, 0.99)
+    parts = measures.component_var(pair, W6040, 0.99)
     np.testing.assert_allclose(
-        parts.sum(), vc.parametric_var(pair, W6040, 0.99), rtol=1e-12, atol=0
+        parts.sum(), measures.parametric_var(pair, W6040, 0.99), rtol=1e-12, atol=0
     )
     mu, cov = pair.mean().to_numpy(), np.cov(pair.to_numpy(), rowvar=False)
     s = math.sqrt(W6040 @ cov @ W6040)
     expected = W6040 * (-mu + stats.norm.ppf(0.99) * (cov @ W6040) / s)
     np.testing.assert_allclose(parts, expected, rtol=1e-12)
-    hist = vc.component_var(pair, W6040, 0.99, method="historical")
+    hist = measures.component_var(pair, W6040, 0.99, method="historical")
     assert hist.sum() == pytest.approx(0.1267649100, abs=1e-9)
 
 
@@ -226,7 +234,7 @@ levels = st.sampled_from([0.9, 0.95, 0.975, 0.99, 0.995, 0.999])
 @settings(max_examples=150, deadline=None)
 @given(series, levels)
 def test_es_at_least_var(r, level):
-    var, es = vc.historical_var(r, level), vc.historical_es(r, level)
+    var, es = measures.historical_var(r, level), measures.historical_es(r, level)
     assert es >= var - 1e-12 * max(1.0, abs(var))
 
 
@@ -234,8 +242,8 @@ def test_es_at_least_var(r, level):
 @given(series, levels, levels)
 def test_var_monotone_in_level(r, a, b):
     lo, hi = sorted((a, b))
-    assert vc.historical_var(r, lo) <= vc.historical_var(r, hi)
-    assert vc.historical_es(r, lo) <= vc.historical_es(r, hi) + 1e-12
+    assert measures.historical_var(r, lo) <= measures.historical_var(r, hi)
+    assert measures.historical_es(r, lo) <= measures.historical_es(r, hi) + 1e-12
 
 
 @settings(max_examples=100, deadline=None)
@@ -247,12 +255,12 @@ def test_var_monotone_in_level(r, a, b):
 def test_scaling_positions_scales_var(r, scale, data):
     w = data.draw(hnp.arrays(np.float64, r.shape[1], elements=st.floats(-2, 2)))
     for fn in (
-        lambda x: vc.historical_var(r, 0.99, weights=x),
-        lambda x: vc.historical_es(r, 0.975, weights=x),
-        lambda x: vc.parametric_var(r, x, 0.99),
-        lambda x: vc.parametric_es(r, x, 0.975),
-        lambda x: vc.filtered_historical_var(r, 0.99, weights=x),
-        lambda x: vc.monte_carlo_var(r, x, 0.99, n=500),
+        lambda x: measures.historical_var(r, 0.99, weights=x),
+        lambda x: measures.historical_es(r, 0.975, weights=x),
+        lambda x: measures.parametric_var(r, x, 0.99),
+        lambda x: measures.parametric_es(r, x, 0.975),
+        lambda x: measures.filtered_historical_var(r, 0.99, weights=x),
+        lambda x: measures.monte_carlo_var(r, x, 0.99, n=500),
     ):
         assert fn(w * scale) == pytest.approx(scale * fn(w), rel=1e-9, abs=1e-12 * scale)
 
@@ -264,10 +272,10 @@ def test_scaling_positions_scales_var(r, scale, data):
 )
 def test_component_var_sums_to_total(r, data):
     w = data.draw(hnp.arrays(np.float64, r.shape[1], elements=st.floats(-2, 2)))
-    total = vc.parametric_var(r, w, 0.99)
-    assert vc.component_var(r, w, 0.99).sum() == pytest.approx(total, rel=1e-12, abs=1e-15)
-    hs = vc.historical_var(r, 0.99, weights=w)
-    parts = vc.component_var(r, w, 0.99, method="historical")
+    total = measures.parametric_var(r, w, 0.99)
+    assert measures.component_var(r, w, 0.99).sum() == pytest.approx(total, rel=1e-12, abs=1e-15)
+    hs = measures.historical_var(r, 0.99, weights=w)
+    parts = measures.component_var(r, w, 0.99, method="historical")
     assert parts.sum() == pytest.approx(hs, rel=1e-12, abs=1e-15)
 
 
@@ -276,16 +284,16 @@ def test_vectorised_weights_equal_the_loop(pair):
     r = np.column_stack([pair.to_numpy(), rng.normal(0, 0.02, (len(pair), 3))])
     w = rng.normal(0, 1, (40, 5))
     calls = {
-        "hs": lambda x: vc.historical_var(r, 0.99, weights=x),
-        "hs_linear": lambda x: vc.historical_var(r, 0.99, weights=x, method="linear"),
-        "es": lambda x: vc.historical_es(r, 0.975, weights=x),
-        "param": lambda x: vc.parametric_var(r, x, 0.99),
-        "param_es": lambda x: vc.parametric_es(r, x, 0.975),
-        "fhs": lambda x: vc.filtered_historical_var(r, 0.99, weights=x),
-        "fhs_es": lambda x: vc.filtered_historical_es(r, 0.975, weights=x),
-        "mc": lambda x: vc.monte_carlo_var(r, x, 0.99, n=5_000, seed=1),
-        "component": lambda x: vc.component_var(r, x, 0.99),
-        "component_hs": lambda x: vc.component_var(r, x, 0.99, method="historical"),
+        "hs": lambda x: measures.historical_var(r, 0.99, weights=x),
+        "hs_linear": lambda x: measures.historical_var(r, 0.99, weights=x, method="linear"),
+        "es": lambda x: measures.historical_es(r, 0.975, weights=x),
+        "param": lambda x: measures.parametric_var(r, x, 0.99),
+        "param_es": lambda x: measures.parametric_es(r, x, 0.975),
+        "fhs": lambda x: measures.filtered_historical_var(r, 0.99, weights=x),
+        "fhs_es": lambda x: measures.filtered_historical_es(r, 0.975, weights=x),
+        "mc": lambda x: measures.monte_carlo_var(r, x, 0.99, n=5_000, seed=1),
+        "component": lambda x: measures.component_var(r, x, 0.99),
+        "component_hs": lambda x: measures.component_var(r, x, 0.99, method="historical"),
     }
     for name, fn in calls.items():
         many = fn(w)
@@ -299,19 +307,19 @@ def test_inputs_are_not_mutated(pair):
     r = pair.to_numpy().copy()
     w = np.array([[0.6, 0.4], [-1.0, 2.0]])
     r0, w0, frame0 = r.copy(), w.copy(), pair.copy()
-    vc.historical_var(r, 0.99, weights=w)
-    vc.historical_es(r, 0.975, weights=w)
-    vc.parametric_var(r, w)
-    vc.parametric_es(r, w)
-    vc.filtered_historical_var(r, weights=w)
-    vc.monte_carlo_var(r, w, n=1000)
-    vc.component_var(r, w)
-    vc.component_var(r, w, method="historical")
-    vc.ewma_volatility(r)
-    vc.historical_var(pair, 0.99, weights=W6040)
-    vc.filtered_historical_var(pair["BTC:close"])
+    measures.historical_var(r, 0.99, weights=w)
+    measures.historical_es(r, 0.975, weights=w)
+    measures.parametric_var(r, w)
+    measures.parametric_es(r, w)
+    measures.filtered_historical_var(r, weights=w)
+    measures.monte_carlo_var(r, w, n=1000)
+    measures.component_var(r, w)
+    measures.component_var(r, w, method="historical")
+    measures.ewma_volatility(r)
+    measures.historical_var(pair, 0.99, weights=W6040)
+    measures.filtered_historical_var(pair["BTC:close"])
     e = np.array([True, False, True])
-    vc.christoffersen(e, 0.01)
+    backtests.christoffersen(e, 0.01)
     assert np.array_equal(r, r0) and np.array_equal(w, w0) and e.tolist() == [True, False, True]
     pd.testing.assert_frame_equal(pair, frame0)
 
@@ -321,23 +329,23 @@ def test_inputs_are_not_mutated(pair):
 
 def test_constant_returns():
     r = np.full(50, -0.02)
-    for fn in (vc.historical_var, vc.historical_es, vc.filtered_historical_var):
+    for fn in (measures.historical_var, measures.historical_es, measures.filtered_historical_var):
         assert fn(r, 0.99) == pytest.approx(0.02, rel=1e-12)
-    assert vc.parametric_var(r) == pytest.approx(0.02, rel=1e-9)
-    assert vc.parametric_es(r) == pytest.approx(0.02, rel=1e-9)
-    assert vc.monte_carlo_var(r, None, n=1000) == pytest.approx(0.02, rel=1e-9)
-    assert vc.component_var(r, [1.0]).sum() == pytest.approx(0.02, rel=1e-9)
+    assert measures.parametric_var(r) == pytest.approx(0.02, rel=1e-9)
+    assert measures.parametric_es(r) == pytest.approx(0.02, rel=1e-9)
+    assert measures.monte_carlo_var(r, None, n=1000) == pytest.approx(0.02, rel=1e-9)
+    assert measures.component_var(r, [1.0]).sum() == pytest.approx(0.02, rel=1e-9)
     zeros = np.zeros((30, 2))
-    assert vc.filtered_historical_var(zeros, weights=[1.0, 1.0]) == 0.0
-    assert vc.component_var(zeros, [1.0, 1.0]).tolist() == [0.0, 0.0]
-    assert vc.ewma_volatility(np.zeros(5)).tolist() == [0.0] * 6
+    assert measures.filtered_historical_var(zeros, weights=[1.0, 1.0]) == 0.0
+    assert measures.component_var(zeros, [1.0, 1.0]).tolist() == [0.0, 0.0]
+    assert measures.ewma_volatility(np.zeros(5)).tolist() == [0.0] * 6
 
 
 def test_single_scenario():
-    assert vc.historical_var([-0.03], 0.99) == pytest.approx(0.03)
-    assert vc.historical_es([-0.03], 0.975) == pytest.approx(0.03)
-    assert vc.historical_var([[0.01, -0.05]], 0.99, weights=[1, 1]) == pytest.approx(0.04)
-    for fn in (vc.parametric_var, vc.parametric_es, vc.monte_carlo_var):
+    assert measures.historical_var([-0.03], 0.99) == pytest.approx(0.03)
+    assert measures.historical_es([-0.03], 0.975) == pytest.approx(0.03)
+    assert measures.historical_var([[0.01, -0.05]], 0.99, weights=[1, 1]) == pytest.approx(0.04)
+    for fn in (measures.parametric_var, measures.parametric_es, measures.monte_carlo_var):
         with pytest.raises(ValueError, match="at least 2 scenarios"):
             fn([0.01])
 
@@ -345,34 +353,37 @@ def test_single_scenario():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: vc.historical_var([]), "empty"),
-        (lambda: vc.historical_var(np.empty((0, 3)), weights=[1, 1, 1]), "empty"),
-        (lambda: vc.parametric_var([]), "empty"),
-        (lambda: vc.ewma_volatility([]), "empty"),
-        (lambda: vc.historical_var([0.01, np.nan]), "NaN or infinite"),
-        (lambda: vc.historical_es([0.01, np.inf]), "NaN or infinite"),
-        (lambda: vc.parametric_var([[0.01, 0.0], [0.0, -np.inf]], [1, 1]), "NaN or infinite"),
-        (lambda: vc.historical_var([0.01, 0.02], weights=[np.nan]), "weights contains"),
-        (lambda: vc.historical_var(np.zeros((5, 2)), weights=[1, 1, 1]), "do not match"),
-        (lambda: vc.historical_var(np.zeros((5, 2)), weights=np.ones((3, 4))), "do not match"),
-        (lambda: vc.parametric_var(np.zeros((5, 2))), "pass weights"),
-        (lambda: vc.historical_var(np.zeros((2, 2, 2))), "1-D or 2-D"),
-        (lambda: vc.historical_var([0.01], level=1.0), "level must be in"),
-        (lambda: vc.historical_var([0.01], level=0), "level must be in"),
-        (lambda: vc.historical_var([0.01], level="high"), "level must be"),
-        (lambda: vc.historical_var([0.01], method="nearest"), "method must be one of"),
-        (lambda: vc.historical_var([0.01], horizon_days=0), "horizon_days"),
+        (lambda: measures.historical_var([]), "empty"),
+        (lambda: measures.historical_var(np.empty((0, 3)), weights=[1, 1, 1]), "empty"),
+        (lambda: measures.parametric_var([]), "empty"),
+        (lambda: measures.ewma_volatility([]), "empty"),
+        (lambda: measures.historical_var([0.01, np.nan]), "NaN or infinite"),
+        (lambda: measures.historical_es([0.01, np.inf]), "NaN or infinite"),
+        (lambda: measures.parametric_var([[0.01, 0.0], [0.0, -np.inf]], [1, 1]), "NaN or infinite"),
+        (lambda: measures.historical_var([0.01, 0.02], weights=[np.nan]), "weights contains"),
+        (lambda: measures.historical_var(np.zeros((5, 2)), weights=[1, 1, 1]), "do not match"),
         (
-            lambda: vc.ewma_volatility([0.01], lam=1.0),
+            lambda: measures.historical_var(np.zeros((5, 2)), weights=np.ones((3, 4))),
+            "do not match",
+        ),
+        (lambda: measures.parametric_var(np.zeros((5, 2))), "pass weights"),
+        (lambda: measures.historical_var(np.zeros((2, 2, 2))), "1-D or 2-D"),
+        (lambda: measures.historical_var([0.01], level=1.0), "level must be in"),
+        (lambda: measures.historical_var([0.01], level=0), "level must be in"),
+        (lambda: measures.historical_var([0.01], level="high"), "level must be"),
+        (lambda: measures.historical_var([0.01], method="nearest"), "method must be one of"),
+        (lambda: measures.historical_var([0.01], horizon_days=0), "horizon_days"),
+        (
+            lambda: measures.ewma_volatility([0.01], lam=1.0),
             "lam \\(RiskMetrics daily: 0.94\\) must be in",
         ),
-        (lambda: vc.monte_carlo_var([0.01, 0.02], n=0), "number of simulations"),
-        (lambda: vc.component_var([0.01, 0.02], [1], method="mc"), "method must be one of"),
-        (lambda: vc.kupiec_pof(11, 10, 0.01), "exceptions <= n"),
-        (lambda: vc.kupiec_pof(1, 10, 1.5), "p \\(expected exception rate"),
-        (lambda: vc.christoffersen([True], 0.01), "at least 2 days"),
-        (lambda: vc.christoffersen([0, 2, 1], 0.01), "booleans or 0/1"),
-        (lambda: vc.basel_traffic_light(-1), "whole number >= 0"),
+        (lambda: measures.monte_carlo_var([0.01, 0.02], n=0), "number of simulations"),
+        (lambda: measures.component_var([0.01, 0.02], [1], method="mc"), "method must be one of"),
+        (lambda: backtests.kupiec_pof(11, 10, 0.01), "exceptions <= n"),
+        (lambda: backtests.kupiec_pof(1, 10, 1.5), "p \\(expected exception rate"),
+        (lambda: backtests.christoffersen([True], 0.01), "at least 2 days"),
+        (lambda: backtests.christoffersen([0, 2, 1], 0.01), "booleans or 0/1"),
+        (lambda: backtests.basel_traffic_light(-1), "whole number >= 0"),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(call, message):
@@ -385,4 +396,4 @@ def test_exact_levels_from_strings_and_floats():
     from fractions import Fraction
 
     for level in (0.99, "0.99", Decimal("0.99"), Fraction(99, 100), np.float64(0.99)):
-        assert vc.tail_probability(level) == Fraction(1, 100)
+        assert measures.tail_probability(level) == Fraction(1, 100)

@@ -16,10 +16,11 @@ from runners.direct import local_pipeline_options
 from schemas.events import Settlement
 from schemas.tables import PriceRow
 from tests.factories import settlement
-from transforms import var_computation as vc
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.var import ComputeVaR, shard_of
-from transforms.var_engine import MICROS, Close, VarConfig, VarShardEngine
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.keys import shard_of
+from transforms.var import measures
+from transforms.var.engine import MICROS, Close, VarConfig, VarShardEngine
+from transforms.var.transform import ComputeVaR
 
 DAY = 86_400 * MICROS
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -74,7 +75,7 @@ def test_engine_values_each_open_account_at_each_day_end_from_the_window():
     )
     eth_r = ETH[30:60] / ETH[29:59] - 1
     pnl = 10 * ETH[59] * eth_r  # USDC debt has zero return
-    assert float(row.var_usd) == pytest.approx(vc.historical_var(pnl, 0.99), abs=1e-5)
+    assert float(row.var_usd) == pytest.approx(measures.historical_var(pnl, 0.99), abs=1e-5)
     assert float(row.es_usd) >= float(row.var_usd) * 0.9  # ES at 97.5% vs VaR at 99%: same tail
     assert float(row.portfolio_value_usd) == pytest.approx(10 * ETH[59] - 15000, abs=1e-5)
     assert (row.n_scenarios, row.n_positions) == (30, 2)

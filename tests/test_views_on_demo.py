@@ -2,7 +2,7 @@
 
 A small demo (2 days x 20 accounts, VaR on hourly returns so portfolio_var has rows) is generated,
 run locally and loaded into the DuckDB warehouse once for the module. Each view is then read with
-``pipelines.warehouse.run_sql(db, "SELECT * FROM risk.<view>")`` and compared, row by row and
+``runners.local.warehouse.run_sql(db, "SELECT * FROM risk.<view>")`` and compared, row by row and
 column by column, with the same result computed here in pandas / Python straight from the Parquet
 tables the run wrote (``OUT/tables/<table>/``), never through DuckDB or the view's SQL. Where
 ``ground_truth.json`` states a fact (the injected sanctioned transfers, the accounts driven into
@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.local import run_local
-from pipelines.synthetic import generate
-from pipelines.warehouse import build_warehouse, run_sql, view_files
+from runners.local.run import run_local
+from runners.local.warehouse import build_warehouse, run_sql, view_files
+from runners.synthetic import generate
 from schemas.codegen import arrow_schema
 from schemas.registry import TABLES
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlglot
 
-from pipelines.warehouse import (
+from runners.local.warehouse import (
     WarehouseError,
     build_warehouse,
     duckdb_type,

@@ -1,4 +1,4 @@
-"""Wash-trading detector (transforms/wash_trade.py): each rule, the output rows, and its quality
+"""Wash-trading detector (transforms/surveillance/wash_trade.py): each rule, the output rows, and its quality
 on synthetic rings and on real data (Binance pre-pump trades, Polygon swaps).
 
     .venv/bin/pytest -q tests/test_wash_trade.py
@@ -19,7 +19,7 @@ from schemas.events import DexTrade, Transfer
 from tests import wash_data
 from tests.wash_scenarios import evaluate as evaluate_rings
 from tests.wash_scenarios import generate
-from transforms import wash_trade as wt
+from transforms.surveillance import wash_trade as wt
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 WINDOW = (T0, T0 + timedelta(days=1))

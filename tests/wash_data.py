@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transforms.wash_trade import TradeFrame
+from transforms.surveillance.wash_trade import TradeFrame
 
 DATA = Path(__file__).parent / "data"
 POLYGON = DATA / "rugpull-polygon-mazorra"

@@ -1,4 +1,4 @@
-"""Synthetic DEX days with wash rings hidden in ordinary trading, for transforms.wash_trade.
+"""Synthetic DEX days with wash rings hidden in ordinary trading, for transforms.surveillance.wash_trade.
 
 Used by tests/test_wash_trade.py and the benchmarks (bench_wash_trade, bench_detector_quality):
 
@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from schemas.events import DexTrade
-from transforms.wash_trade import Funding, TradeFrame
+from transforms.surveillance.wash_trade import Funding, TradeFrame
 
 CHAIN = "eip155:1"
 BLOCK_S = 12

@@ -10,7 +10,7 @@ account and method: value, VaR, ES), ``margin_health/date=D/...`` (account, time
 collateral and debt in USD, health, zone, price status, liquidation prices) and
 ``margin_events/date=D/...`` (account, type, zone, previous zone, health, time, alerted); its own
 simple schemas, floats where the tables have decimals. Written from the rules, not from
-``transforms/`` (only the feed registry is read with ``transforms.oracles.load_registry``), so
+``transforms/`` (only the feed registry is read with ``transforms.prices.oracles.load_registry``), so
 that it checks the backfill. ``--no-margin`` leaves the margin tables out (to time the rest).
 
 One pass over the days, carrying only what the next day needs:
@@ -29,7 +29,7 @@ One pass over the days, carrying only what the next day needs:
 - for margin: per asset its last good composite price and last status, per account its zone and
   the time of its last alert of each type, and the next snapshot time.
 
-Rules (the streaming path's, as documented in README.md and ``transforms/composite_price.py``):
+Rules (the streaming path's, as documented in README.md and ``transforms/prices/composite.py``):
 - validation: unknown asset or feed, price <= 0, stale (observed - publish > heartbeat + grace),
   Chainlink answeredInRound < roundId, price at or beyond the feed's bounds, confidence / price >
   max_conf_ratio: the update is dropped;
@@ -51,7 +51,7 @@ Rules (the streaming path's, as documented in README.md and ``transforms/composi
   historical ES: the Acerbi-Tasche tail mean; parametric: normal with the sample mean and
   covariance (ddof 1). Values are rounded to 6 decimals, as the tables are.
 
-Margin rules (``transforms/margin_engine.py``, ``margin_event_detector.py``, ``margin_health.py``),
+Margin rules (``transforms/margin/engine.py``, ``margin_event_detector.py``, ``margin_health.py``),
 replayed over the day's composite prices (the ``prices`` rows, one instant per window end) and
 its settlements:
 - events in time order, the prices of an instant before the settlements at it; an account is
@@ -118,7 +118,7 @@ MICROS = 1_000_000
 NANO = 1_000_000_000
 INT64_MAX = int(np.iinfo(np.int64).max)
 DAY_US = 86_400 * MICROS
-PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}  # as transforms.composite_price
+PRIORITY = {"chainlink": 0, "pyth": 1, "cex": 2, "dex": 3}  # as transforms.prices.composite
 STATUS = np.array(["ok", "degraded", "price_unavailable"], dtype=object)
 COLLATERAL = {"deposit": 1, "withdraw": -1, "liquidation": -1}
 DEBT = {"borrow": 1, "repay": -1}
@@ -1343,7 +1343,7 @@ def run_baseline(
     """Replays every input day up to ``end`` (days before ``start`` warm the state up without
     being written); returns counts and seconds. ``margin=False`` leaves out margin_health and
     margin_events (for timing the rest)."""
-    from transforms.oracles import load_registry
+    from transforms.prices.oracles import load_registry
 
     t0 = time.perf_counter()
     input_dir, output_dir = Path(input_dir), Path(output_dir)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 from schemas.events import PriceEvent
-from transforms.composite_price import CompositeEngine
-from transforms.oracles import load_registry
-from transforms.price_validation import check_update
-from transforms.prices import to_obs
+from transforms.prices.composite import CompositeEngine
+from transforms.prices.oracles import load_registry
+from transforms.prices.transform import to_obs
+from transforms.prices.validation import check_update
 
 
 def composite_rows(events: list[PriceEvent]) -> int:

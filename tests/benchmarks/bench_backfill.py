@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     days = FULL_DAYS if a.full else a.days
     end = START + timedelta(days=days - 1)
-    from pipelines.synthetic.bulk import generate_history
+    from runners.synthetic.bulk import generate_history
 
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
         tmp = Path(tmp)

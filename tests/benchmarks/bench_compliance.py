@@ -19,18 +19,17 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.local import run_local
-from pipelines.synthetic import generate
+from runners.local.run import run_local
+from runners.synthetic import generate
 from schemas.events import AccountProfile, Transfer
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.aml_rules import AmlEngine
-from transforms.compliance import resolve_legs
-from transforms.compliance_policy import load_policy
-from transforms.exposure import ExposureGraph
-from transforms.parse import decode
-from transforms.sanctions import in_force, screen_transfer
-from transforms.sanctions_list import SanctionsIndex, normalise_address
-from transforms.sanctions_source import bundled_versions
+from transforms.common.parse import decode
+from transforms.compliance.aml import AmlEngine, resolve_legs
+from transforms.compliance.exposure import ExposureGraph
+from transforms.compliance.lists import SanctionsIndex, normalise_address
+from transforms.compliance.policy import load_policy
+from transforms.compliance.screening import in_force, screen_transfer
+from transforms.compliance.store import bundled_versions
 
 
 def _read(path: Path, model):

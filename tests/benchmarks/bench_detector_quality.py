@@ -32,7 +32,7 @@ import numpy as np
 from tests import wash_data
 from tests.benchmarks.common import emit
 from tests.wash_scenarios import evaluate, generate
-from transforms import wash_trade as wt
+from transforms.surveillance import wash_trade as wt
 
 
 def synthetic(seeds=range(1, 11), traders: int = 20_000) -> None:
@@ -173,7 +173,7 @@ def polygon() -> None:
 def polygon_rug_pulls() -> None:
     """The streaming rug-pull detector on the labelled Polygon pools (Mazorra et al.)."""
     from tests.mazorra_data import STUDY_END, complete_pools, pool_events, pools
-    from transforms.rug_pull import detect_pool, label_rug_pulls
+    from transforms.surveillance.rug_pull import detect_pool, label_rug_pulls
 
     meta, events, complete = pools(), pool_events(), complete_pools()
     flagged = {p for p, evs in events.items() if detect_pool(evs)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from pipelines.synthetic import generate
+from runners.synthetic import generate
 from tests.benchmarks.common import emit, peak_rss_mb, timer
 
 

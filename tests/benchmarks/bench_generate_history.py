@@ -23,7 +23,7 @@ FULL_DAYS = 730
 
 def measure(days: int, assets: int, accounts: int) -> dict:
     """One run in this process; the figures of one JSON line."""
-    from pipelines.synthetic.bulk import generate_history
+    from runners.synthetic.bulk import generate_history
 
     with tempfile.TemporaryDirectory() as tmp, timer() as t:
         manifest = generate_history(

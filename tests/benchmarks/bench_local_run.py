@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.local import run_local
-from pipelines.synthetic import generate
+from runners.local.run import run_local
+from runners.synthetic import generate
 from schemas.registry import INPUT_TOPICS, TOPICS
 from tests.benchmarks.baselines import composite_rows
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.oracles import load_registry
-from transforms.parse import decode
+from transforms.common.parse import decode
+from transforms.prices.oracles import load_registry
 
 
 def baseline(data: Path) -> tuple[int, int]:

@@ -35,16 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.emulator import (
+from runners.live.emulator import (
     emulator_unavailable_reason,
     free_host_port,
     provision,
     start_emulator,
-    subscription_path,
 )
-from pipelines.publish import publish_records
+from runners.live.publish import publish_records
 from schemas.events import MarginAlert
 from schemas.serde import from_avro
+from schemas.topics import subscription_path
 from tests.benchmarks.common import emit
 from tests.factories import settlement
 from tests.live_scenario import LiveRun, oracle_scenario

@@ -15,7 +15,7 @@ import apache_beam as beam
 from runners.direct import local_pipeline_options
 from schemas.events import PriceEvent
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.parse import ParseEvents, decode
+from transforms.common.parse import ParseEvents, decode
 
 
 def payloads(n: int) -> list[bytes]:

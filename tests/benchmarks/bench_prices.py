@@ -14,15 +14,18 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from pipelines.synthetic import generate
 from runners.direct import local_pipeline_options
+from runners.synthetic import generate
 from tests.benchmarks.baselines import composite_rows
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.dead_letter import DEAD_LETTER_TAG
-from transforms.oracle_ingest import DECODERS, DecodeOracleUpdates
-from transforms.oracles import load_registry
-from transforms.price_validation import ValidatePrices
-from transforms.prices import CompositePrices
+from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.prices.oracles import load_registry
+from transforms.prices.transform import (
+    DECODERS,
+    CompositePrices,
+    DecodeOracleUpdates,
+    ValidatePrices,
+)
 
 
 def loop(raw: dict[str, list[bytes]]) -> tuple[int, int]:

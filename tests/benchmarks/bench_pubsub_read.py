@@ -1,5 +1,5 @@
 """How fast the local live run reads Pub/Sub (the real emulator), with Beam's own pull and with
-the batched pull of ``pipelines.live.local_pull``.
+the batched pull of ``runners.live.run.local_pull``.
 
     python -m tests.benchmarks.bench_pubsub_read [BACKLOG] [SECONDS]
 
@@ -25,13 +25,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipelines.emulator import (
+from runners.live.emulator import (
     emulator_unavailable_reason,
     free_host_port,
     provision,
     start_emulator,
 )
-from pipelines.publish import publish_records
+from runners.live.publish import publish_records
 from schemas.events import Transfer
 from tests.benchmarks.common import emit
 from tests.live_scenario import LiveRun, oracle_scenario

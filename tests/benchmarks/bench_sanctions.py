@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.sanctions_list import SanctionsIndex, load_xml
+from transforms.compliance.lists import SanctionsIndex, load_xml
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ofac-addresses"
 XML = DATA / "sdn-format-excerpts" / "sdn_advanced_digital_currency_excerpt.xml.gz"

@@ -26,8 +26,8 @@ import apache_beam as beam
 from runners.direct import local_pipeline_options
 from schemas.events import DexTrade, LiquidityEvent
 from tests.benchmarks.common import emit, peak_rss_mb
-from transforms.rug_pull import RugPoolState, event_order
-from transforms.surveillance import DetectRugPulls, DetectWashTrades
+from transforms.surveillance.rug_pull import RugPoolState, event_order
+from transforms.surveillance.transform import DetectRugPulls, DetectWashTrades
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 POOLS = 2_000

@@ -2,7 +2,7 @@
 
 Variants on the same 10,000 portfolios x 100 positions x 730 scenarios: one single-kth
 ``np.partition`` per row (the bare-numpy figure), a partition with both kths at once, a full
-``np.sort``, and the public ``transforms.var_computation`` API (validation, then its own matmul
+``np.sort``, and the public ``transforms.var.measures`` API (validation, then its own matmul
 and partition for VaR and again for ES). The ratios are each variant's seconds over the
 partition's (or the API's over bare numpy, matmul included). Then one portfolio of 100
 positions end to end through the API, in milliseconds.
@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms import var_computation as vc
+from transforms.var import measures
 
 POSITIONS = 100
 SCENARIOS = 730  # two years of daily returns
@@ -91,8 +91,8 @@ def main(portfolios: int = 10_000) -> None:
     api_s, (var_api, es_api) = best_of(
         5,
         lambda: (
-            vc.historical_var(returns, VAR_LEVEL, weights=positions),
-            vc.historical_es(returns, ES_LEVEL, weights=positions),
+            measures.historical_var(returns, VAR_LEVEL, weights=positions),
+            measures.historical_es(returns, ES_LEVEL, weights=positions),
         ),
     )
     for v, e in ((var_2k, es_2k), (var_sorted, es_sorted), (var_api, es_api)):
@@ -122,8 +122,8 @@ def main(portfolios: int = 10_000) -> None:
     timings = []
     for _ in range(300):
         start = time.perf_counter()
-        vc.historical_var(returns, VAR_LEVEL, weights=one)
-        vc.historical_es(returns, ES_LEVEL, weights=one)
+        measures.historical_var(returns, VAR_LEVEL, weights=one)
+        measures.historical_es(returns, ES_LEVEL, weights=one)
         timings.append(time.perf_counter() - start)
     emit(
         "var_hs_one_portfolio",

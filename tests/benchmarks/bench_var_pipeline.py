@@ -2,7 +2,7 @@
 bare numpy, in the same run.
 
 The pipeline carries one element per account shard (its exposure block) and the scenario returns
-as a side input, and values each shard with ``transforms.var_engine._var_es``, the function
+as a side input, and values each shard with ``transforms.var.engine._var_es``, the function
 ``ComputeVaR`` calls at every bucket end. Start-up is excluded: each DoFn times its own valuation
 inside the worker and the pipeline figure is their sum (the wall time of the run, and of the same
 pipeline with a DoFn that only touches the arrays, are reported beside it). Bare numpy is the same
@@ -25,7 +25,7 @@ import numpy as np
 from runners.direct import local_pipeline_options
 from tests.benchmarks.bench_var import market
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.var_engine import VarConfig, _var_es
+from transforms.var.engine import VarConfig, _var_es
 
 CONFIG = VarConfig(methods=("historical",), level=0.99, es_level=0.975, window=730)
 

@@ -4,7 +4,7 @@
 
 The day comes from ``tests.wash_scenarios.generate`` (300 USDC pools with Zipf popularity,
 casual, regular and active traders, 200 wash rings hidden among them) and goes through the pure
-core of ``transforms.wash_trade`` as numpy columns. One JSON line each:
+core of ``transforms.surveillance.wash_trade`` as numpy columns. One JSON line each:
 
 - ``wash_trade_core``: ``TradeFrame.from_columns`` (normalise, sort, deduplicate), then each
   stage on its own (round trips, weak statistics, the trade graph and loops), then the whole
@@ -24,7 +24,7 @@ import numpy as np
 
 from tests.benchmarks.common import emit, peak_rss_mb
 from tests.wash_scenarios import generate
-from transforms import wash_trade as wt
+from transforms.surveillance import wash_trade as wt
 
 
 def best_of(fn, repeat: int = 3) -> tuple[float, object]:

@@ -16,7 +16,7 @@ variable "location" {
 }
 
 variable "container_spec_gcs_path" {
-  description = "gs:// path of the flex template spec built from pipelines/production.py (see the README)."
+  description = "gs:// path of the flex template spec built from runners/dataflow/job.py (see the README)."
   type        = string
 }
 

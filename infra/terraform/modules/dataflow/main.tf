@@ -21,7 +21,7 @@ resource "google_dataflow_flex_template_job" "streaming" {
   # Do not block the apply for the minutes a drain takes; the job name is reused only after.
   skip_wait_on_job_termination = true
 
-  # Options of pipelines.production (ProductionOptions) and pipelines.options (RiskPipelineOptions).
+  # Options of runners.dataflow.job (ProductionOptions) and pipelines.options (RiskPipelineOptions).
   parameters = merge(
     {
       pipeline               = var.pipeline
@@ -41,7 +41,7 @@ resource "google_dataflow_flex_template_job" "streaming" {
         for topic, subscription in var.subscriptions :
         endswith(subscription, "projects/${var.project_id}/subscriptions/${topic}.sub")
       ])
-      error_message = "The job reads projects/<project>/subscriptions/<topic>.sub (pipelines.emulator.subscription_path); var.subscriptions does not match."
+      error_message = "The job reads projects/<project>/subscriptions/<topic>.sub (schemas.topics.subscription_path); var.subscriptions does not match."
     }
   }
 }

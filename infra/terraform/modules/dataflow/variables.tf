@@ -15,7 +15,7 @@ variable "job_name" {
 }
 
 variable "container_spec_gcs_path" {
-  description = "gs:// path of the flex template spec (JSON) built from pipelines/production.py."
+  description = "gs:// path of the flex template spec (JSON) built from runners/dataflow/job.py."
   type        = string
 }
 

@@ -35,7 +35,7 @@ variable "ack_deadline_seconds" {
 }
 
 variable "max_delivery_attempts" {
-  description = "Deliveries before Pub/Sub forwards a message to `<topic>.dead-letter` (pipelines.emulator.MAX_DELIVERY_ATTEMPTS)."
+  description = "Deliveries before Pub/Sub forwards a message to `<topic>.dead-letter` (schemas.topics.MAX_DELIVERY_ATTEMPTS)."
   type        = number
   default     = 5
 }
