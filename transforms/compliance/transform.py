@@ -181,19 +181,24 @@ class SanctionsJoin(beam.PTransform):
         keyed = (
             transfers
             | "TransfersGlobal" >> beam.WindowInto(window.GlobalWindows())
-            | "KeyByShard" >> beam.Map(lambda t: (shard_of(key_of(t), shards), ("transfer", t)))
+            | "KeyByShard"
+            >> beam.Map(lambda t: (shard_of(key_of(t), shards), ("transfer", t))).with_output_types(
+                tuple[int, Any]
+            )
         )
         lists = (
             versions
             | "VersionsGlobal" >> beam.WindowInto(window.GlobalWindows())
             | "BroadcastVersions"
-            >> beam.FlatMap(lambda v: [(s, ("version", v)) for s in range(shards)])
+            >> beam.FlatMap(
+                lambda v: [(s, ("version", v)) for s in range(shards)]
+            ).with_output_types(tuple[int, Any])
         )
+        # The keying steps' type hints give the state's key (the shard) a deterministic coder.
         merged = (
             (keyed, lists)
             | "Merge" >> beam.Flatten()
-            | "GlobalWindow"
-            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
         fn = ScreenShardFn(self.streaming, self.screener)
         return merged | "ScreenShards" >> beam.ParDo(fn).with_outputs(
@@ -212,6 +217,9 @@ class ScreenExposure(beam.PTransform):
         return inputs | "ScreenHops" >> self.join
 
 
+@beam.typehints.with_output_types(
+    tuple[int, Any]
+)  # (shard, leg): an int key for AmlShardFn's state
 class ResolveSubjectsFn(beam.DoFn):
     """Buffers transfers and profiles; on the timer turns transfers into subject legs."""
 
@@ -383,19 +391,23 @@ class MonitorAml(beam.PTransform):
         keyed = (
             transfers
             | "TransfersGlobal" >> beam.WindowInto(window.GlobalWindows())
-            | "KeyByShard" >> beam.Map(lambda t: (shard_of(t.event_id, shards), ("transfer", t)))
+            | "KeyByShard"
+            >> beam.Map(
+                lambda t: (shard_of(t.event_id, shards), ("transfer", t))
+            ).with_output_types(tuple[int, Any])
         )
         broadcast = (
             profiles
             | "ProfilesGlobal" >> beam.WindowInto(window.GlobalWindows())
             | "BroadcastProfiles"
-            >> beam.FlatMap(lambda p: [(s, ("profile", p)) for s in range(shards)])
+            >> beam.FlatMap(
+                lambda p: [(s, ("profile", p)) for s in range(shards)]
+            ).with_output_types(tuple[int, Any])
         )
         resolved = (
             (keyed, broadcast)
             | "Merge" >> beam.Flatten()
-            | "GlobalWindow"
-            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "ResolveSubjects"
             >> beam.ParDo(ResolveSubjectsFn(shards, self.streaming, self.horizon_us)).with_outputs(
                 DEAD_LETTER_TAG, main="legs"
@@ -403,8 +415,7 @@ class MonitorAml(beam.PTransform):
         )
         out = (
             resolved.legs
-            | "LegsGlobal"
-            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
+            | "LegsGlobal" >> beam.WindowInto(window.GlobalWindows())
             | "ApplyRules"
             >> beam.ParDo(AmlShardFn(self.policy, self.streaming)).with_outputs(
                 ALERTS_TAG, DEAD_LETTER_TAG, main="screenings"

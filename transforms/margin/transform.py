@@ -227,21 +227,22 @@ class MonitorMargins(beam.PTransform):
                     (s, ("prices", tuple(sorted(kv[1], key=lambda t: t.asset))))
                     for s in range(shards)
                 ]
-            )
+            ).with_output_types(tuple[int, Any])
         )
         keyed = (
             settlements
             | "SettlementsGlobal" >> beam.WindowInto(window.GlobalWindows())
-            | "KeyByShard" >> beam.Map(lambda s: (shard_of(s.account_id, shards), ("settle", s)))
+            | "KeyByShard"
+            >> beam.Map(
+                lambda s: (shard_of(s.account_id, shards), ("settle", s))
+            ).with_output_types(tuple[int, Any])
         )
+        # The keying steps' type hints give the state's key (the shard) a deterministic coder.
         merged = (
             (ticks, keyed)
             | "Merge" >> beam.Flatten()
-            | "GlobalWindow"
-            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
         return merged | "MarginShards" >> beam.ParDo(
             MarginShardFn(self.config, self.streaming)
-        ).with_input_types(tuple[int, Any]).with_outputs(
-            EVENTS_TAG, ALERTS_TAG, STATE_TAG, DEAD_LETTER_TAG, main="health"
-        )
+        ).with_outputs(EVENTS_TAG, ALERTS_TAG, STATE_TAG, DEAD_LETTER_TAG, main="health")

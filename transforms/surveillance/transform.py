@@ -161,14 +161,14 @@ class DetectRugPulls(beam.PTransform):
         keyed = [
             pcoll
             | f"{name}Global" >> beam.WindowInto(window.GlobalWindows())
-            | f"KeyByPool{name}" >> beam.Map(lambda e: (e.pool_address, e))
+            | f"KeyByPool{name}"
+            >> beam.Map(lambda e: (e.pool_address, e)).with_output_types(tuple[str, Any])
             for name, pcoll in (("Liquidity", liquidity), ("Trades", trades))
         ]
         merged = (
             keyed
             | "Merge" >> beam.Flatten()
-            | "GlobalWindow"
-            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[str, Any])
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
         if not self.streaming:
             return (

@@ -49,7 +49,8 @@ class BucketCloseKeyFn(beam.DoFn):
 
     def process(self, row):
         if row.price is None:
-            return  # price_unavailable never becomes a close
+            # price_unavailable never becomes a close
+            return
         t = int(Timestamp.from_utc_datetime(row.event_time).micros)
         b = self.bucket_s * MICROS
         # A composite window ending exactly on the bucket boundary belongs to that bucket.
@@ -154,22 +155,28 @@ class ComputeVaR(beam.PTransform):
             | "KeyByAssetBucket" >> beam.ParDo(BucketCloseKeyFn(bucket_s))
             | "LatestInBucket" >> beam.CombinePerKey(max)  # (time, price): the last price wins
             | "ToClose" >> beam.Map(lambda kv: Close(kv[0][0], kv[0][1], kv[1][1]))
-            | "Broadcast" >> beam.FlatMap(lambda c: [(s, ("close", c)) for s in range(shards)])
+            | "Broadcast"
+            >> beam.FlatMap(lambda c: [(s, ("close", c)) for s in range(shards)]).with_output_types(
+                tuple[int, Any]
+            )
             | "ClosesGlobal" >> beam.WindowInto(window.GlobalWindows())
         )
         keyed = (
             settlements
             | "SettlementsGlobal" >> beam.WindowInto(window.GlobalWindows())
-            | "KeyByShard" >> beam.Map(lambda s: (shard_of(s.account_id, shards), ("settle", s)))
+            | "KeyByShard"
+            >> beam.Map(
+                lambda s: (shard_of(s.account_id, shards), ("settle", s))
+            ).with_output_types(tuple[int, Any])
         )
         # Both sides are re-windowed globally before the Flatten: one windowing, one coder. The
-        # type hint gives the state's key (the shard number) a deterministic coder.
+        # keying steps' type hints give the state's key (the shard number) a deterministic coder:
+        # WindowInto and Flatten keep their input's type.
         merged = (
             (closes, keyed)
             | "Merge" >> beam.Flatten()
-            | "GlobalWindow"
-            >> beam.WindowInto(window.GlobalWindows()).with_output_types(tuple[int, Any])
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
         return merged | "ValueShards" >> beam.ParDo(
             VarShardFn(self.config, self.streaming, self.dead_letter_rejections)
-        ).with_input_types(tuple[int, Any]).with_outputs(DEAD_LETTER_TAG, main="var")
+        ).with_outputs(DEAD_LETTER_TAG, main="var")
