@@ -9,12 +9,13 @@ name (table names such as ``prices`` and ``dead_letter``, alert topics such as
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
 from pipelines.stages import PIPELINE_TOPICS, stages_for
 from schemas.registry import ALERT_TOPICS, INPUT_TOPICS
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG
 from transforms.common.parse import ParseEvents, stage_label
 
 # Streams whose records carry an ``asset`` that must be priceable.
@@ -36,6 +37,7 @@ def build(
     dicts for row). Topics of the chosen pipeline that are missing from ``sources`` are skipped.
     """
     opts = options.view_as(RiskPipelineOptions)
+    streaming = options.view_as(StandardOptions).streaming
     unknown = set(sources) - set(INPUT_TOPICS)
     if unknown:
         raise ValueError(f"unknown input topics {sorted(unknown)}; known: {list(INPUT_TOPICS)}")
@@ -49,7 +51,7 @@ def build(
         parsed = sources[topic] | stage_label(topic) >> ParseEvents(
             topic, opts.payload_format, assets
         )
-        streams[topic] = parsed.records
+        streams[topic] = parsed[MAIN_TAG]
         dead_letters.append(parsed[DEAD_LETTER_TAG])
 
     tables: dict[str, list[PCollection]] = {}
@@ -57,13 +59,21 @@ def build(
     for stage in stages_for(opts.pipeline):
         if any(name not in streams for name in stage.inputs):
             continue
-        out = stage.build(streams, options)
-        for name, pcoll in out.tables.items():
-            tables.setdefault(name, []).append(pcoll)
-        for topic, pcoll in out.alerts.items():
-            alerts.setdefault(topic, []).append(pcoll)
-        dead_letters.extend(out.dead_letters)
-        streams.update(out.streams)
+        composite = stage.make(opts, streaming)
+        if stage.source:
+            streams[stage.stream] = pipeline | stage.label >> composite
+            continue
+        inputs = [streams[name] for name in stage.inputs]
+        for name, label in stage.optional.items():
+            inputs.append(streams[name] if name in streams else pipeline | label >> beam.Create([]))
+        out = (inputs[0] if len(inputs) == 1 else tuple(inputs)) | stage.label >> composite
+        for tag, table in stage.tables.items():
+            tables.setdefault(table, []).append(out[tag])
+        if stage.alerts:
+            alerts.setdefault(stage.alerts, []).append(out[ALERTS_TAG])
+        dead_letters.append(out[DEAD_LETTER_TAG])
+        if stage.stream:
+            streams[stage.stream] = out[MAIN_TAG]
 
     result: dict[str, PCollection] = {
         f"parsed:{t}": streams[t] for t in INPUT_TOPICS if t in streams

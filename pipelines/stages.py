@@ -1,25 +1,23 @@
 """The stage registry: what each pipeline runs, and how later stages plug in.
 
 A stage reads named streams (parsed topics such as ``settlements.v1``, or streams that earlier
-stages provide, such as ``composite_prices``) and returns table rows, alerts, dead letters and
-new streams. ``build()`` wires them in registry order. Adding VaR, margin, a detector or a screen
-means appending a ``Stage`` here: the edges of the graph (sources, parsing, sinks) do not change.
+stages provide, such as ``composite_prices``) and applies one domain composite under its stable
+label. Every composite returns the same contract (``transforms/common/dead_letter.py``): its main
+output under ``MAIN_TAG``, alerts under ``ALERTS_TAG`` and dead letters under ``DEAD_LETTER_TAG``.
+The stage says where they go: which tables, which alert topic, which stream for later stages.
+``build()`` wires the stages in registry order. Adding a detector or a screen means appending a
+``Stage`` here: the edges of the graph (sources, parsing, sinks) do not change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.pvalue import PCollection
 
 from pipelines.options import RiskPipelineOptions
-from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
-from transforms.common.dead_letter import ALERTS_TAG as COMPLIANCE_ALERTS
-from transforms.common.dead_letter import ALERTS_TAG as SURVEILLANCE_ALERTS
+from transforms.common.dead_letter import MAIN_TAG
 from transforms.compliance.transform import (
     MonitorAml,
     ReadSanctionsVersions,
@@ -31,155 +29,46 @@ from transforms.prices.transform import CompositePrices, ValidatePrices
 from transforms.surveillance.transform import DetectRugPulls, DetectWashTrades
 from transforms.var.transform import ComputeVaR
 
-
-@dataclass
-class StageOutput:
-    tables: dict[str, PCollection] = field(default_factory=dict)  # table name -> row models
-    alerts: dict[str, PCollection] = field(default_factory=dict)  # alert topic -> alert models
-    dead_letters: list[PCollection] = field(default_factory=list)  # DeadLetterRow
-    streams: dict[str, PCollection] = field(default_factory=dict)  # for later stages
+# (the pipeline's options, streaming?) -> the stage's composite
+Make = Callable[[RiskPipelineOptions, bool], beam.PTransform]
 
 
 @dataclass(frozen=True)
 class Stage:
     label: str  # stable CamelCase step label: streaming updates match steps by it
     pipelines: frozenset[str]  # named pipelines (besides "all") that include the stage
-    inputs: tuple[str, ...]  # streams it needs; the stage is skipped when one is missing
-    build: Callable[[dict[str, PCollection], Any], StageOutput]
+    inputs: tuple[str, ...]  # streams it reads; the stage is skipped when one is missing
+    make: Make
+    tables: dict[str, str] = field(default_factory=dict)  # output tag -> table
+    alerts: str | None = None  # the alert topic its ALERTS_TAG output goes to
+    stream: str | None = None  # the name later stages read its main output by
+    # Streams it reads when present; a missing one is an empty stand-in under the given label.
+    optional: dict[str, str] = field(default_factory=dict)
+    # A source: applied to the pipeline itself (its inputs only decide whether it runs); it
+    # returns one PCollection, the stream.
+    source: bool = False
 
 
-def _validate_prices(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    checked = streams["market.prices.v1"] | "ValidatePrices" >> ValidatePrices(
-        opts.feed_registry, opts.price_grace_s, opts.max_conf_ratio
-    )
-    return StageOutput(
-        dead_letters=[checked[DEAD_LETTER_TAG]], streams={"valid_prices": checked.valid}
-    )
-
-
-def _composite_prices(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    composite = streams["valid_prices"] | "CompositePrices" >> CompositePrices(
-        window_seconds=opts.price_window_seconds,
-        registry_path=opts.feed_registry,
-        grace_s=opts.price_grace_s,
-        max_dev_bps=opts.max_price_deviation_bps,
-        min_sources=opts.min_price_sources,
-        streaming=options.view_as(StandardOptions).streaming,
-    )
-    return StageOutput(
-        tables={"prices": composite.prices},
-        dead_letters=[composite[DEAD_LETTER_TAG]],
-        streams={"composite_prices": composite.prices},
+def _composite_prices(o: RiskPipelineOptions, streaming: bool) -> beam.PTransform:
+    return CompositePrices(
+        window_seconds=o.price_window_seconds,
+        registry_path=o.feed_registry,
+        grace_s=o.price_grace_s,
+        max_dev_bps=o.max_price_deviation_bps,
+        min_sources=o.min_price_sources,
+        streaming=streaming,
     )
 
 
-def _compute_var(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    result = (streams["composite_prices"], streams["settlements.v1"]) | "ComputeVaR" >> ComputeVaR(
-        opts.var_config(),
-        shards=opts.var_shards,
-        streaming=options.view_as(StandardOptions).streaming,
-        # MonitorMargins (same pipelines, same settlements, same PositionBook rules) writes the
-        # dead letters of refused settlements; VaR only counts them.
-        dead_letter_rejections=False,
-    )
-    return StageOutput(tables={"portfolio_var": result.var}, dead_letters=[result[DEAD_LETTER_TAG]])
+def _compute_var(o: RiskPipelineOptions, streaming: bool) -> beam.PTransform:
+    # MonitorMargins (same pipelines, same settlements, same PositionBook rules) writes the dead
+    # letters of refused settlements; VaR only counts them.
+    return ComputeVaR(o.var_config(), o.var_shards, streaming, dead_letter_rejections=False)
 
 
-def _monitor_margins(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    result = (
-        streams["composite_prices"],
-        streams["settlements.v1"],
-    ) | "MonitorMargins" >> MonitorMargins(
-        opts.margin_config(),
-        shards=opts.margin_shards,
-        streaming=options.view_as(StandardOptions).streaming,
-    )
-    return StageOutput(
-        tables={"margin_health": result.health, "margin_events": result[EVENTS_TAG]},
-        alerts={"alerts.margin.v1": result[ALERTS_TAG]},
-        dead_letters=[result[DEAD_LETTER_TAG]],
-    )
-
-
-def _detect_rug_pulls(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    result = (
-        streams["liquidity.v1"],
-        streams["dex.trades.v1"],
-    ) | "DetectRugPulls" >> DetectRugPulls(streaming=options.view_as(StandardOptions).streaming)
-    return StageOutput(
-        tables={"suspicious_activities": result.findings},
-        alerts={"alerts.surveillance.v1": result[SURVEILLANCE_ALERTS]},
-    )
-
-
-def _detect_wash_trades(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    findings, alerts = (
-        streams["dex.trades.v1"],
-        streams["transfers.v1"],
-    ) | "DetectWashTrades" >> DetectWashTrades(streaming=options.view_as(StandardOptions).streaming)
-    return StageOutput(
-        tables={"suspicious_activities": findings}, alerts={"alerts.surveillance.v1": alerts}
-    )
-
-
-def _read_sanctions_lists(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    pipeline = streams["transfers.v1"].pipeline
-    versions = pipeline | "ReadSanctionsVersions" >> ReadSanctionsVersions(
-        opts.sanctions_store, opts.sanctions_poll_minutes
-    )
-    return StageOutput(streams={"sanctions_versions": versions})
-
-
-def _sanctions_join(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    out = (streams["transfers.v1"], streams["sanctions_versions"]) | "SanctionsJoin" >> (
-        SanctionsJoin(opts.compliance_shards, options.view_as(StandardOptions).streaming)
-    )
-    return StageOutput(
-        tables={"compliance_screenings": out.screenings},
-        alerts={"alerts.compliance.v1": out[COMPLIANCE_ALERTS]},
-        dead_letters=[out[DEAD_LETTER_TAG]],
-    )
-
-
-def _screen_exposure(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    out = (streams["transfers.v1"], streams["sanctions_versions"]) | "ScreenExposure" >> (
-        ScreenExposure(
-            opts.compliance_policy().exposure,
-            opts.compliance_shards,
-            options.view_as(StandardOptions).streaming,
-        )
-    )
-    # A transfer with no list in force is refused by this stage too (stage ScreenExposure).
-    return StageOutput(
-        tables={"compliance_screenings": out.screenings},
-        alerts={"alerts.compliance.v1": out[COMPLIANCE_ALERTS]},
-        dead_letters=[out[DEAD_LETTER_TAG]],
-    )
-
-
-def _monitor_aml(streams: dict[str, PCollection], options: Any) -> StageOutput:
-    opts = options.view_as(RiskPipelineOptions)
-    transfers = streams["transfers.v1"]
-    profiles = streams.get("accounts.profiles.v1")
-    if profiles is None:  # no profile feed: every wallet is its own subject
-        profiles = transfers.pipeline | "NoProfiles" >> beam.Create([])
-    rows, alerts, dead = (transfers, profiles) | "MonitorAml" >> MonitorAml(
-        opts.compliance_policy(),
-        opts.compliance_shards,
-        options.view_as(StandardOptions).streaming,
-        opts.compliance_allowed_lateness_s,
-    )
-    return StageOutput(
-        tables={"compliance_screenings": rows},
-        alerts={"alerts.compliance.v1": alerts},
-        dead_letters=[dead],
+def _monitor_aml(o: RiskPipelineOptions, streaming: bool) -> beam.PTransform:
+    return MonitorAml(
+        o.compliance_policy(), o.compliance_shards, streaming, o.compliance_allowed_lateness_s
     )
 
 
@@ -188,46 +77,85 @@ STAGES: list[Stage] = [
         "ValidatePrices",
         frozenset({"risk", "surveillance"}),
         ("market.prices.v1",),
-        _validate_prices,
+        lambda o, _: ValidatePrices(o.feed_registry, o.price_grace_s, o.max_conf_ratio),
+        stream="valid_prices",
     ),
     Stage(
-        "CompositePrices", frozenset({"risk", "surveillance"}), ("valid_prices",), _composite_prices
+        "CompositePrices",
+        frozenset({"risk", "surveillance"}),
+        ("valid_prices",),
+        _composite_prices,
+        tables={MAIN_TAG: "prices"},
+        stream="composite_prices",
     ),
-    Stage("ComputeVaR", frozenset({"risk"}), ("composite_prices", "settlements.v1"), _compute_var),
+    Stage(
+        "ComputeVaR",
+        frozenset({"risk"}),
+        ("composite_prices", "settlements.v1"),
+        _compute_var,
+        tables={MAIN_TAG: "portfolio_var"},
+    ),
     Stage(
         "MonitorMargins",
         frozenset({"risk"}),
         ("composite_prices", "settlements.v1"),
-        _monitor_margins,
+        lambda o, streaming: MonitorMargins(o.margin_config(), o.margin_shards, streaming),
+        tables={MAIN_TAG: "margin_health", EVENTS_TAG: "margin_events"},
+        alerts="alerts.margin.v1",
     ),
     Stage(
         "DetectRugPulls",
         frozenset({"surveillance"}),
         ("liquidity.v1", "dex.trades.v1"),
-        _detect_rug_pulls,
+        lambda o, streaming: DetectRugPulls(streaming=streaming),
+        tables={MAIN_TAG: "suspicious_activities"},
+        alerts="alerts.surveillance.v1",
     ),
     Stage(
         "DetectWashTrades",
         frozenset({"surveillance"}),
         ("dex.trades.v1", "transfers.v1"),
-        _detect_wash_trades,
+        lambda o, streaming: DetectWashTrades(streaming=streaming),
+        tables={MAIN_TAG: "suspicious_activities"},
+        alerts="alerts.surveillance.v1",
     ),
     Stage(
-        "ReadSanctionsVersions", frozenset({"compliance"}), ("transfers.v1",), _read_sanctions_lists
+        "ReadSanctionsVersions",
+        frozenset({"compliance"}),
+        ("transfers.v1",),
+        lambda o, _: ReadSanctionsVersions(o.sanctions_store, o.sanctions_poll_minutes),
+        stream="sanctions_versions",
+        source=True,
     ),
     Stage(
         "SanctionsJoin",
         frozenset({"compliance"}),
         ("transfers.v1", "sanctions_versions"),
-        _sanctions_join,
+        lambda o, streaming: SanctionsJoin(o.compliance_shards, streaming),
+        tables={MAIN_TAG: "compliance_screenings"},
+        alerts="alerts.compliance.v1",
     ),
     Stage(
         "ScreenExposure",
         frozenset({"compliance"}),
         ("transfers.v1", "sanctions_versions"),
-        _screen_exposure,
+        # A transfer with no list in force is refused by this stage too (stage ScreenExposure).
+        lambda o, streaming: ScreenExposure(
+            o.compliance_policy().exposure, o.compliance_shards, streaming
+        ),
+        tables={MAIN_TAG: "compliance_screenings"},
+        alerts="alerts.compliance.v1",
     ),
-    Stage("MonitorAml", frozenset({"compliance"}), ("transfers.v1",), _monitor_aml),
+    Stage(
+        "MonitorAml",
+        frozenset({"compliance"}),
+        ("transfers.v1",),
+        _monitor_aml,
+        tables={MAIN_TAG: "compliance_screenings"},
+        alerts="alerts.compliance.v1",
+        # no profile feed: every wallet is its own subject
+        optional={"accounts.profiles.v1": "NoProfiles"},
+    ),
 ]
 
 # Topics each named pipeline reads. "all" reads every input topic.

@@ -28,7 +28,7 @@ from schemas.events import AccountProfile, ComplianceAlert, Transfer
 from schemas.serde import to_json
 from schemas.tables import ComplianceScreeningRow
 from tests.factories import step_labels
-from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG
 from transforms.compliance.exposure import EXPOSURE_RULE
 from transforms.compliance.policy import load_policy
 from transforms.compliance.screening import RULE_ID, effective_us
@@ -206,20 +206,24 @@ def run_stages(
     if "sanctions" in stages:
         out = (ts, vs) | "SanctionsJoin" >> SanctionsJoin(shards)
         named |= {
-            "sanctions.screenings": out.screenings,
+            "sanctions.screenings": out[MAIN_TAG],
             "sanctions.alerts": out[ALERTS_TAG],
             "sanctions.dead": out[DEAD_LETTER_TAG],
         }
     if "exposure" in stages:
         out = (ts, vs) | "ScreenExposure" >> ScreenExposure(POLICY.exposure, shards)
         named |= {
-            "exposure.screenings": out.screenings,
+            "exposure.screenings": out[MAIN_TAG],
             "exposure.alerts": out[ALERTS_TAG],
             "exposure.dead": out[DEAD_LETTER_TAG],
         }
     if "aml" in stages:
-        rows, alerts, dead = (ts, ps) | "MonitorAml" >> MonitorAml(POLICY, shards)
-        named |= {"aml.screenings": rows, "aml.alerts": alerts, "aml.dead": dead}
+        out = (ts, ps) | "MonitorAml" >> MonitorAml(POLICY, shards)
+        named |= {
+            "aml.screenings": out[MAIN_TAG],
+            "aml.alerts": out[ALERTS_TAG],
+            "aml.dead": out[DEAD_LETTER_TAG],
+        }
     return finish(p, collect(p, named))
 
 
@@ -391,15 +395,13 @@ def test_streaming_profile_update_applies_from_its_time_and_redelivery_is_one_de
     p = beam.Pipeline(options=local_pipeline_options(streaming=True))
     src = p | stream
     sanctions = (src[T], src[V]) | "SanctionsJoin" >> SanctionsJoin(2, streaming=True)
-    rows, alerts, dead = (src[T], src[P]) | "MonitorAml" >> MonitorAml(
-        POLICY, shards=2, streaming=True
-    )
+    aml = (src[T], src[P]) | "MonitorAml" >> MonitorAml(POLICY, shards=2, streaming=True)
     named = {
-        "sanctions.screenings": sanctions.screenings,
+        "sanctions.screenings": sanctions[MAIN_TAG],
         "sanctions.dead": sanctions[DEAD_LETTER_TAG],
-        "aml.screenings": rows,
-        "aml.alerts": alerts,
-        "aml.dead": dead,
+        "aml.screenings": aml[MAIN_TAG],
+        "aml.alerts": aml[ALERTS_TAG],
+        "aml.dead": aml[DEAD_LETTER_TAG],
     }
     out = finish(p, collect(p, named))
 

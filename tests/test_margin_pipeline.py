@@ -20,7 +20,7 @@ from pipelines.graph import build
 from runners.direct import local_pipeline_options
 from schemas.tables import PriceRow
 from tests.factories import settlement
-from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG
 from transforms.margin.engine import MarginConfig
 from transforms.margin.transform import EVENTS_TAG, STATE_TAG, MonitorMargins
 
@@ -120,7 +120,7 @@ def test_zone_transitions_with_hysteresis_under_test_stream():
             label="Events",
         )
         assert_that(
-            out.health | beam.Map(lambda r: (r.trigger, r.zone)),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.trigger, r.zone)),
             equal_to(
                 [
                     ("settlement", "no_debt"),
@@ -191,7 +191,7 @@ def test_late_settlement_within_lateness_updates_state_and_beyond_is_a_dead_lett
         src = p | tl.done(3700)
         out = (src[P], src[S]) | MonitorMargins(config, shards=1, streaming=True)
         assert_that(
-            out.health
+            out[MAIN_TAG]
             | beam.Filter(lambda r: r.trigger == "settlement")
             | beam.Map(lambda r: (r.event_ts, str(r.collateral_usd))),
             equal_to(
@@ -219,7 +219,7 @@ def test_duplicate_redelivery_gives_one_state_change_and_one_alert():
         src = p | tl.done(300)
         out = (src[P], src[S]) | MonitorMargins(CFG, shards=1, streaming=True)
         assert_that(
-            out.health | beam.Map(lambda r: (r.event_ts, str(r.borrow_usd), r.zone)),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.event_ts, str(r.borrow_usd), r.zone)),
             equal_to(
                 [
                     (at(-30), "0E-9", "no_debt"),
@@ -253,7 +253,7 @@ def test_a_degraded_price_produces_no_liquidation():
         assert_that(out[EVENTS_TAG], equal_to([]), label="NoEvents")
         assert_that(out[ALERTS_TAG], equal_to([]), label="NoAlerts")
         assert_that(
-            out.health | beam.Map(lambda r: (r.trigger, r.zone, r.price_status)),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.trigger, r.zone, r.price_status)),
             equal_to(
                 [
                     ("settlement", "no_debt", "ok"),
@@ -289,7 +289,7 @@ def test_state_for_10000_accounts_stays_bounded_under_test_stream():
         )
         assert_that(last, equal_to([(s, 0) for s in range(4)]), label="Purged")
         assert_that(
-            out.health
+            out[MAIN_TAG]
             | "Day" >> beam.WindowInto(beam.transforms.window.FixedWindows(24 * 3600))
             | beam.Map(lambda r: 1)
             | beam.CombineGlobally(sum).without_defaults(),
@@ -321,7 +321,7 @@ def test_state_for_10000_accounts_is_purged_after_they_close():
         ]
     )
     out = (prices, setts) | MonitorMargins(CFG, shards=4)
-    counts = out.health | beam.Map(lambda r: ("rows", 1)) | beam.CombinePerKey(sum)
+    counts = out[MAIN_TAG] | beam.Map(lambda r: ("rows", 1)) | beam.CombinePerKey(sum)
     assert_that(counts, equal_to([("rows", 40_000)]))
     result = p.run()
     result.wait_until_finish()

@@ -9,7 +9,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from runners.direct import local_pipeline_options
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import DEAD_LETTER_TAG, MAIN_TAG
 from transforms.prices.transform import DecodeOracleUpdates
 
 ETH = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
@@ -42,7 +42,7 @@ def test_chainlink_archive_decodes_and_counts_every_line():
             | DecodeOracleUpdates("chainlink")
         )
         assert_that(
-            out.prices | beam.ParDo(Stamp()),
+            out[MAIN_TAG] | beam.ParDo(Stamp()),
             equal_to([("3000.12345678", 1736121600)]),
             label="Prices",
         )

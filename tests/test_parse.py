@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from runners.direct import local_pipeline_options
 from schemas import serde
 from schemas.events import PriceEvent
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import DEAD_LETTER_TAG, MAIN_TAG
 from transforms.common.parse import ParseEvents, decode
 
 GOOD = {
@@ -75,7 +75,7 @@ def test_records_in_equal_records_out_plus_dead_letters_with_reasons():
     expected_reasons = sorted(r for _, r in CASES if r)
     p, res = run_parse(payloads)
     assert_that(
-        res.records | beam.Map(lambda r: r.event_id), equal_to(["p1", "p2", "p3"]), label="Valid"
+        res[MAIN_TAG] | beam.Map(lambda r: r.event_id), equal_to(["p1", "p2", "p3"]), label="Valid"
     )
     assert_that(
         res[DEAD_LETTER_TAG] | beam.Map(lambda d: d.error_reason),
@@ -109,7 +109,7 @@ def test_records_carry_their_event_time_as_the_beam_timestamp():
             yield (r.event_id, ts.to_utc_datetime(has_tz=True).isoformat())
 
     assert_that(
-        res.records | beam.ParDo(StampFn()),
+        res[MAIN_TAG] | beam.ParDo(StampFn()),
         equal_to([("p1", "2025-01-06T00:00:00+00:00"), ("p3", "2025-01-06T00:01:00+00:00")]),
     )
     p.run().wait_until_finish()
@@ -131,7 +131,7 @@ def test_avro_payloads_parse_and_corrupt_avro_is_a_dead_letter():
     good = serde.to_avro(PriceEvent.model_validate_json(line()))
     p, res = run_parse([good, good[:5], b"\x00\x01\x02"], payload_format="avro")
     assert_that(
-        res.records | beam.Map(lambda r: r.price),
+        res[MAIN_TAG] | beam.Map(lambda r: r.price),
         equal_to([PriceEvent.model_validate_json(line()).price]),
         label="Ok",
     )

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from runners.direct import local_pipeline_options
 from schemas.events import PriceEvent
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import DEAD_LETTER_TAG, MAIN_TAG
 from transforms.common.parse import ParseEvents
 from transforms.prices.oracles import (
     OracleDecodeError,
@@ -261,7 +261,9 @@ def test_validate_prices_transform_routes_rejects_to_dead_letters_with_counters(
     with beam.Pipeline(options=local_pipeline_options()) as p:
         out = p | beam.Create([good, stale, py_event()]) | ValidatePrices()
         assert_that(
-            out.valid | beam.Map(lambda e: e.source), equal_to(["chainlink", "pyth"]), label="Valid"
+            out[MAIN_TAG] | beam.Map(lambda e: e.source),
+            equal_to(["chainlink", "pyth"]),
+            label="Valid",
         )
         assert_that(
             out[DEAD_LETTER_TAG]
@@ -345,9 +347,9 @@ def test_malformed_price_messages_through_the_pipeline_are_all_accounted_for(pay
     # Parse + validate in one pipeline: every payload is a valid event or a dead letter.
     with beam.Pipeline(options=local_pipeline_options()) as p:
         parsed = p | beam.Create(payloads) | ParseEvents("market.prices.v1", "json", REG.assets())
-        checked = parsed.records | ValidatePrices()
+        checked = parsed[MAIN_TAG] | ValidatePrices()
         counts = (
-            (parsed[DEAD_LETTER_TAG], checked[DEAD_LETTER_TAG], checked.valid)
+            (parsed[DEAD_LETTER_TAG], checked[DEAD_LETTER_TAG], checked[MAIN_TAG])
             | beam.Flatten()
             | beam.combiners.Count.Globally()
         )

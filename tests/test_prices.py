@@ -14,7 +14,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.direct import local_pipeline_options
 from schemas.events import PriceEvent
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import DEAD_LETTER_TAG, MAIN_TAG
 from transforms.prices.composite import MICROS, CompositeEngine, Obs, median_with_outliers
 from transforms.prices.transform import CompositePrices
 
@@ -147,7 +147,7 @@ def test_composite_in_batch_one_row_per_window_and_rejects_as_dead_letters():
             | CompositePrices()
         )
         assert_that(
-            out.prices
+            out[MAIN_TAG]
             | beam.Map(lambda r: (r.event_time.isoformat(), str(r.price), r.status, r.n_sources)),
             equal_to(
                 [
@@ -179,7 +179,7 @@ def test_streaming_composite_emits_price_unavailable_when_every_feed_falls_silen
     with beam.Pipeline(options=opts) as p:
         out = p | stream | CompositePrices(streaming=True)
         assert_that(
-            out.prices | beam.Map(lambda r: (r.event_time.isoformat(), r.status)),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.event_time.isoformat(), r.status)),
             equal_to(
                 [
                     ("2025-01-06T00:01:00+00:00", "degraded"),

@@ -19,7 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 from runners.direct import local_pipeline_options
 from schemas.events import DexTrade, LiquidityEvent
 from tests.mazorra_data import STUDY_END, complete_pools, pool_events, pools
-from transforms.common.dead_letter import ALERTS_TAG
+from transforms.common.dead_letter import ALERTS_TAG, MAIN_TAG
 from transforms.surveillance.rug_pull import RugConfig, detect_pool, label_rug_pulls
 from transforms.surveillance.transform import DetectRugPulls
 
@@ -182,7 +182,7 @@ def test_detect_rug_pulls_in_batch_and_under_test_stream_give_the_same_finding()
             p | "T" >> beam.Create([_stamped(e) for e in trades]),
         ) | DetectRugPulls()
         assert_that(
-            out.findings | beam.Map(lambda f: f.activity_id), equal_to([expected.activity_id])
+            out[MAIN_TAG] | beam.Map(lambda f: f.activity_id), equal_to([expected.activity_id])
         )
         assert_that(out[ALERTS_TAG] | beam.Map(lambda a: a.activity_id),
                     equal_to([expected.activity_id]), label="Alerts")  # fmt: skip
@@ -205,7 +205,7 @@ def test_detect_rug_pulls_in_batch_and_under_test_stream_give_the_same_finding()
         src = p | stream
         out = (src[L], src[T]) | DetectRugPulls(streaming=True)
         assert_that(
-            out.findings | beam.Map(lambda f: (f.activity_id, f.detected_at, f.confidence_score)),
+            out[MAIN_TAG] | beam.Map(lambda f: (f.activity_id, f.detected_at, f.confidence_score)),
             equal_to([(expected.activity_id, at(3600), 90.0)]),
         )
 

@@ -16,7 +16,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.direct import local_pipeline_options
 from schemas.events import Transfer
-from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG
 from transforms.compliance.lists import SanctionsIndex, load_lists
 from transforms.compliance.screening import effective_us, screen_transfer
 from transforms.compliance.store import BUNDLED_DIR
@@ -78,7 +78,7 @@ def test_the_list_in_force_applies_and_a_delisting_takes_effect_on_its_date():
         src = p | stream
         out = (src[T], src[V]) | SanctionsJoin(shards=2, streaming=True)
         assert_that(
-            out.screenings
+            out[MAIN_TAG]
             | beam.Filter(lambda r: r.address != ALICE)
             | beam.Map(lambda r: (r.tx_hash, r.screening_result, r.list_version)),
             equal_to([("0xtx1", "blocked", OLD.version_id), ("0xtx2", "clear", NEW.version_id)]),
@@ -108,7 +108,7 @@ def test_batch_screens_every_address_and_tron_case_matters():
             p | "V" >> beam.Create([OLD]),
         ) | SanctionsJoin(shards=3)
         assert_that(
-            out.screenings | beam.Map(lambda r: (r.tx_hash, r.address == ALICE, r.screening_result)),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.tx_hash, r.address == ALICE, r.screening_result)),
             equal_to([("0xtx1", True, "clear"), ("0xtx1", False, "blocked"),
                       ("0xtx2", True, "clear"), ("0xtx2", False, "clear")]),
         )  # fmt: skip

@@ -17,6 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from runners.direct import local_pipeline_options
 from schemas.events import DexTrade, Transfer
+from transforms.common.dead_letter import MAIN_TAG
 from transforms.surveillance.transform import DetectWashTrades
 from transforms.surveillance.wash_trade import detect_wash_trades
 
@@ -60,10 +61,11 @@ def test_batch_findings_equal_the_pure_core_per_window():
     expected = detect_wash_trades(trades, hour, hour + timedelta(hours=1), [FUNDING])
     assert expected and A in expected[0].wallet_addresses
     with beam.Pipeline(options=local_pipeline_options()) as p:
-        findings, alerts = (
+        out = (
             p | "T" >> beam.Create([stamped(t) for t in trades]),
             p | "F" >> beam.Create([stamped(FUNDING)]),
         ) | DetectWashTrades(window_sizes_s=(3600,))
+        findings = out[MAIN_TAG]
         assert_that(
             findings | beam.Map(lambda r: (r.activity_id, r.confidence_score)),
             equal_to([(r.activity_id, r.confidence_score) for r in expected]),
@@ -84,7 +86,8 @@ def test_streaming_under_test_stream_gives_the_same_ids():
         stream.advance_watermark_to_infinity(tag=tag)
     with beam.Pipeline(options=local_pipeline_options(streaming=True)) as p:
         src = p | stream
-        findings, _ = (src[TR], src[TF]) | DetectWashTrades(window_sizes_s=(3600,), streaming=True)
+        out = (src[TR], src[TF]) | DetectWashTrades(window_sizes_s=(3600,), streaming=True)
+        findings = out[MAIN_TAG]
         assert_that(findings | beam.Map(lambda r: r.activity_id), equal_to(sorted(expected)))
 
 

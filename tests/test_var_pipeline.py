@@ -16,7 +16,7 @@ from runners.direct import local_pipeline_options
 from schemas.events import Settlement
 from schemas.tables import PriceRow
 from tests.factories import settlement
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import DEAD_LETTER_TAG, MAIN_TAG
 from transforms.common.keys import shard_of
 from transforms.var import measures
 from transforms.var.engine import MICROS, Close, VarConfig, VarShardEngine
@@ -157,7 +157,7 @@ def test_compute_var_in_a_pipeline_matches_the_engine():
         setts = p | "Settlements" >> beam.Create([stamp(s, s.event_time) for s in SETTLEMENTS])
         out = (prices, setts) | ComputeVaR(cfg, shards=4)
         assert_that(
-            out.var | beam.Map(lambda r: (r.account_id, r.as_of, r.method, str(r.var_usd))),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.account_id, r.as_of, r.method, str(r.var_usd))),
             equal_to([(r.account_id, r.as_of, r.method, str(r.var_usd)) for r in expected]),
             label="Rows",
         )
@@ -203,6 +203,6 @@ def test_compute_var_streaming_under_test_stream_values_each_bucket_as_the_water
         out = (src[P], src[S]) | ComputeVaR(cfg, shards=2, streaming=True)
         # Closes at hours 1..5; the deposit lands in hour 2's bucket; 2 returns are needed: hours 3..5.
         assert_that(
-            out.var | beam.Map(lambda r: (r.as_of.hour, r.n_scenarios)),
+            out[MAIN_TAG] | beam.Map(lambda r: (r.as_of.hour, r.n_scenarios)),
             equal_to([(3, 2), (4, 3), (5, 3)]),
         )

@@ -18,7 +18,7 @@ from runners.direct import local_pipeline_options
 from runners.synthetic import generate
 from tests.benchmarks.baselines import composite_rows
 from tests.benchmarks.common import emit, peak_rss_mb, timer
-from transforms.common.dead_letter import DEAD_LETTER_TAG
+from transforms.common.dead_letter import DEAD_LETTER_TAG, MAIN_TAG
 from transforms.prices.oracles import load_registry
 from transforms.prices.transform import (
     DECODERS,
@@ -57,10 +57,10 @@ def main(days: int = 7) -> None:
             | f"Decode{k}" >> DecodeOracleUpdates(k)
             for k, n in (("chainlink", "rounds"), ("pyth", "updates"))
         ]
-        valid = [d.prices for d in decoded] | beam.Flatten() | ValidatePrices()
-        composite = valid.valid | CompositePrices()
+        valid = [d[MAIN_TAG] for d in decoded] | beam.Flatten() | ValidatePrices()
+        composite = valid[MAIN_TAG] | CompositePrices()
         _ = (
-            composite.prices
+            composite[MAIN_TAG]
             | beam.combiners.Count.Globally()
             | beam.Map(lambda n: (data / "rows").write_text(str(n)))
         )

@@ -26,6 +26,7 @@ import apache_beam as beam
 from runners.direct import local_pipeline_options
 from schemas.events import DexTrade, LiquidityEvent
 from tests.benchmarks.common import emit, peak_rss_mb
+from transforms.common.dead_letter import MAIN_TAG
 from transforms.surveillance.rug_pull import RugPoolState, event_order
 from transforms.surveillance.transform import DetectRugPulls, DetectWashTrades
 
@@ -124,7 +125,7 @@ def main(n_trades: int = 1_000_000) -> int:
         liquidity = evs | "Liq" >> beam.Filter(lambda e: isinstance(e, LiquidityEvent))
         trades = evs | "Trades" >> beam.Filter(lambda e: isinstance(e, DexTrade))
         out = (liquidity, trades) | DetectRugPulls()
-        counted = out.findings | beam.combiners.Count.Globally()
+        counted = out[MAIN_TAG] | beam.combiners.Count.Globally()
         counted | beam.Map(lambda n: print(f"# beam findings: {n}", file=sys.stderr))
     beam_s = time.perf_counter() - start - gen_s
     emit(
@@ -150,7 +151,7 @@ def main(n_trades: int = 1_000_000) -> int:
             >> beam.Map(lambda e: beam.window.TimestampedValue(e, e.event_time.timestamp()))
         )
         transfers = p | "NoTransfers" >> beam.Create([])
-        findings, _ = (trades, transfers) | DetectWashTrades()
+        findings = ((trades, transfers) | DetectWashTrades())[MAIN_TAG]
         (
             findings
             | beam.combiners.Count.Globally()

@@ -1,4 +1,10 @@
-"""Dead-letter rows: every record a step rejects becomes one, with a reason code.
+"""Dead-letter rows, and the output tags of every domain composite.
+
+The composite contract: every domain composite returns a mapping of tag to PCollection holding
+its main output under ``MAIN_TAG``, its alerts under ``ALERTS_TAG`` and its dead letters under
+``DEAD_LETTER_TAG`` (each may be empty), plus any further outputs of its own (``MonitorMargins``'
+``events``). ``pipelines/graph.py`` reads them by tag. Every record a step rejects becomes one
+dead-letter row, with a reason code.
 
 Pure functions; the Beam side only tags outputs and counts reasons with Metrics counters.
 """
@@ -13,10 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.base import deterministic_id
+from schemas.serde import to_json
 from schemas.tables import DeadLetterRow
 
+MAIN_TAG = "main"
+ALERTS_TAG = "alerts"  # alerts.*.v1
 DEAD_LETTER_TAG = "dead_letter"
-ALERTS_TAG = "alerts"  # every domain composite's alert output (alerts.*.v1 topics)
 MAX_PAYLOAD_CHARS = 100_000  # keep one huge payload from bloating the table; the length is noted
 
 # pydantic error types -> our reason codes (the codes are counter names and table values)
@@ -97,3 +105,22 @@ def make_dead_letter(
         # Processing time is wall-clock by definition; it is never used for a risk number.
         processing_time=processing_time or datetime.now(UTC),
     )
+
+
+def refused_settlement(stage: str, rejected) -> DeadLetterRow:
+    """The dead letter of a settlement the position rules refused (``duplicate``,
+    ``negative_balance``, ``late_settlement``): ``rejected`` has ``outcome`` and ``settlement``."""
+    return make_dead_letter(
+        source="settlements.v1",
+        stage=stage,
+        reason=rejected.outcome.reason,
+        error=rejected.outcome.message,
+        raw=to_json(rejected.settlement),
+        event_time=rejected.settlement.event_time,
+    )
+
+
+def composite_outputs(result, *more: str) -> dict:
+    """The composite contract from a multi-output step declared with ``main=MAIN_TAG``,
+    ``ALERTS_TAG`` and ``DEAD_LETTER_TAG``: {tag: PCollection}, plus the tags in ``more``."""
+    return {tag: result[tag] for tag in (MAIN_TAG, ALERTS_TAG, DEAD_LETTER_TAG, *more)}

@@ -24,7 +24,10 @@ from schemas.base import Contract
 from schemas.registry import TOPICS
 from schemas.serde import from_avro
 from transforms.common.dead_letter import (
+    ALERTS_TAG,
     DEAD_LETTER_TAG,
+    MAIN_TAG,
+    composite_outputs,
     make_dead_letter,
     reason_from_validation,
     short_message,
@@ -132,7 +135,7 @@ class ParseEventFn(beam.DoFn):
 
 
 class ParseEvents(beam.PTransform):
-    """Parses one topic's payloads. Returns a DoOutputsTuple with ``records`` and ``dead_letter``.
+    """Parses one topic's payloads: typed records (``MAIN_TAG``), no alerts, dead letters.
 
     ``known_assets``: when given, records whose ``asset`` is not in it are dead letters
     (``unknown_asset``); topics without an ``asset`` field are not checked.
@@ -154,6 +157,10 @@ class ParseEvents(beam.PTransform):
 
     def expand(self, payloads):
         stage = stage_label(self.topic)
-        return payloads | "Decode" >> beam.ParDo(
-            ParseEventFn(self.topic, stage, self.payload_format, self.known_assets)
-        ).with_outputs(DEAD_LETTER_TAG, main="records")
+        return composite_outputs(
+            payloads
+            | "Decode"
+            >> beam.ParDo(
+                ParseEventFn(self.topic, stage, self.payload_format, self.known_assets)
+            ).with_outputs(ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG)
+        )

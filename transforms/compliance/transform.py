@@ -44,7 +44,13 @@ from apache_beam.transforms.window import TimestampedValue
 from schemas.events import AccountProfile
 from schemas.serde import to_json
 from schemas.types import epoch_micros
-from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, make_dead_letter
+from transforms.common.dead_letter import (
+    ALERTS_TAG,
+    DEAD_LETTER_TAG,
+    MAIN_TAG,
+    composite_outputs,
+    make_dead_letter,
+)
 from transforms.common.event_timers import arm_buffer_timer, emit_timestamp, take_due
 from transforms.common.keys import shard_of
 from transforms.compliance.aml import (
@@ -165,7 +171,7 @@ class ScreenShardFn(beam.DoFn):
 
 
 class SanctionsJoin(beam.PTransform):
-    """(transfers, list versions) -> ComplianceScreeningRow (main ``screenings``), alerts and
+    """(transfers, list versions) -> ComplianceScreeningRow (``MAIN_TAG``), alerts and
     dead letters."""
 
     def __init__(self, shards: int = 4, streaming: bool = False, screener: Any = None):
@@ -201,13 +207,15 @@ class SanctionsJoin(beam.PTransform):
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
         fn = ScreenShardFn(self.streaming, self.screener)
-        return merged | "ScreenShards" >> beam.ParDo(fn).with_outputs(
-            ALERTS_TAG, DEAD_LETTER_TAG, main="screenings"
+        return composite_outputs(
+            merged
+            | "ScreenShards"
+            >> beam.ParDo(fn).with_outputs(ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG)
         )
 
 
 class ScreenExposure(beam.PTransform):
-    """(transfers, list versions) -> exposure rows (main ``screenings``), alerts, dead letters."""
+    """(transfers, list versions) -> exposure rows (``MAIN_TAG``), alerts, dead letters."""
 
     def __init__(self, policy: ExposurePolicy, shards: int = 4, streaming: bool = False):
         super().__init__()
@@ -368,7 +376,7 @@ class AmlShardFn(beam.DoFn):
 
 
 class MonitorAml(beam.PTransform):
-    """(transfers, account profiles) -> aml/policy rows (main ``screenings``), alerts and dead
+    """(transfers, account profiles) -> aml/policy rows (``MAIN_TAG``), alerts and dead
     letters."""
 
     def __init__(
@@ -418,11 +426,11 @@ class MonitorAml(beam.PTransform):
             | "LegsGlobal" >> beam.WindowInto(window.GlobalWindows())
             | "ApplyRules"
             >> beam.ParDo(AmlShardFn(self.policy, self.streaming)).with_outputs(
-                ALERTS_TAG, DEAD_LETTER_TAG, main="screenings"
+                ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG
             )
         )
         dead = (resolved[DEAD_LETTER_TAG], out[DEAD_LETTER_TAG]) | "DeadLetters" >> beam.Flatten()
-        return out.screenings, out[ALERTS_TAG], dead
+        return {MAIN_TAG: out[MAIN_TAG], ALERTS_TAG: out[ALERTS_TAG], DEAD_LETTER_TAG: dead}
 
 
 LOG = logging.getLogger(__name__)

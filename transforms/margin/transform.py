@@ -17,10 +17,10 @@ Design (the same in batch and streaming; the engine is ``transforms.margin.engin
    event-time timer, ``purge``, fires when the first closed account's cooldown and allowed
    lateness have passed and drops closed accounts from state, so state stays bounded.
 
-Outputs: ``health`` (MarginHealthRow, main), ``events`` (MarginEventRow, every transition),
-``alerts`` (MarginAlert, only the alerts the cooldown let through), ``state_size`` ((shard,
-accounts in state) after each purge) and dead letters: refused
-settlements (``duplicate``, ``negative_balance``, ``late_settlement``) with their reason.
+Outputs, by tag: ``MAIN_TAG`` (MarginHealthRow), ``events`` (MarginEventRow, every transition),
+``ALERTS_TAG`` (MarginAlert, only the alerts the cooldown let through), ``state_size`` ((shard,
+accounts in state) after each purge) and ``DEAD_LETTER_TAG``: refused settlements
+(``duplicate``, ``negative_balance``, ``late_settlement``) with their reason.
 """
 
 from __future__ import annotations
@@ -42,9 +42,14 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.serde import to_json
 from schemas.types import epoch_micros
-from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, make_dead_letter
+from transforms.common.dead_letter import (
+    ALERTS_TAG,
+    DEAD_LETTER_TAG,
+    MAIN_TAG,
+    composite_outputs,
+    refused_settlement,
+)
 from transforms.common.event_timers import arm_once_at_end, emit_timestamp
 from transforms.common.keys import shard_of
 from transforms.margin.engine import MarginConfig, MarginShardEngine, PriceTick
@@ -180,22 +185,12 @@ class MarginShardFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(alert, self._ts(t, fire)))
         for r in out.rejected:
             Metrics.counter("dead_letter", f"MonitorMargins.{r.outcome.reason}").inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                make_dead_letter(
-                    source="settlements.v1",
-                    stage="MonitorMargins",
-                    reason=r.outcome.reason,
-                    error=r.outcome.message,
-                    raw=to_json(r.settlement),
-                    event_time=r.settlement.event_time,
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, refused_settlement("MonitorMargins", r))
 
 
 class MonitorMargins(beam.PTransform):
-    """(composite price rows, settlements) -> margin_health (main ``health``), ``events``,
-    ``alerts`` and dead letters."""
+    """(composite price rows, settlements) -> margin_health rows (``MAIN_TAG``), ``events``,
+    alerts, ``state_size`` and dead letters."""
 
     def __init__(
         self, config: MarginConfig | None = None, shards: int = 16, streaming: bool = False
@@ -243,6 +238,12 @@ class MonitorMargins(beam.PTransform):
             | "Merge" >> beam.Flatten()
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
-        return merged | "MarginShards" >> beam.ParDo(
-            MarginShardFn(self.config, self.streaming)
-        ).with_outputs(EVENTS_TAG, ALERTS_TAG, STATE_TAG, DEAD_LETTER_TAG, main="health")
+        return composite_outputs(
+            merged
+            | "MarginShards"
+            >> beam.ParDo(MarginShardFn(self.config, self.streaming)).with_outputs(
+                EVENTS_TAG, ALERTS_TAG, STATE_TAG, DEAD_LETTER_TAG, main=MAIN_TAG
+            ),
+            EVENTS_TAG,
+            STATE_TAG,
+        )

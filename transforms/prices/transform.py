@@ -37,7 +37,13 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.events import PriceEvent
 from schemas.serde import to_json
 from schemas.tables import PriceRow
-from transforms.common.dead_letter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.common.dead_letter import (
+    ALERTS_TAG,
+    DEAD_LETTER_TAG,
+    MAIN_TAG,
+    composite_outputs,
+    make_dead_letter,
+)
 from transforms.common.event_timers import output_timestamp, push_timer_forward
 from transforms.prices.composite import (
     MICROS,
@@ -209,7 +215,7 @@ class CompositeFn(beam.DoFn):
 
 
 class CompositePrices(beam.PTransform):
-    """Valid PriceEvents -> PriceRows (main output ``prices``) and dead letters.
+    """Valid PriceEvents -> PriceRows (``MAIN_TAG``), no alerts, and dead letters.
 
     ``streaming`` enables the expiry timer (a silent feed yields ``price_unavailable``); in batch
     the end of the input is not the end of a feed, so no expiry row is emitted after it.
@@ -234,7 +240,7 @@ class CompositePrices(beam.PTransform):
         self.streaming = streaming
 
     def expand(self, prices):
-        return (
+        return composite_outputs(
             prices
             | "KeyByAsset" >> beam.ParDo(KeyByAssetFn(self.registry_path))
             | "Compose"
@@ -246,7 +252,7 @@ class CompositePrices(beam.PTransform):
                     self.min_sources,
                     self.streaming,
                 )
-            ).with_outputs(DEAD_LETTER_TAG, main="prices")
+            ).with_outputs(ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG)
         )
 
 
@@ -288,7 +294,7 @@ class ValidatePriceFn(beam.DoFn):
 
 
 class ValidatePrices(beam.PTransform):
-    """PriceEvent -> valid PriceEvent (main) and dead letters (``dead_letter`` tag)."""
+    """PriceEvent -> valid PriceEvent (``MAIN_TAG``), no alerts, and dead letters."""
 
     def __init__(
         self,
@@ -302,9 +308,13 @@ class ValidatePrices(beam.PTransform):
         self.max_conf_ratio = max_conf_ratio
 
     def expand(self, prices):
-        return prices | "Check" >> beam.ParDo(
-            ValidatePriceFn(self.registry_path, self.grace_s, self.max_conf_ratio)
-        ).with_outputs(DEAD_LETTER_TAG, main="valid")
+        return composite_outputs(
+            prices
+            | "Check"
+            >> beam.ParDo(
+                ValidatePriceFn(self.registry_path, self.grace_s, self.max_conf_ratio)
+            ).with_outputs(ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG)
+        )
 
 
 DECODERS = {"chainlink": decode_chainlink_round, "pyth": decode_pyth_update}
@@ -343,7 +353,7 @@ class DecodeOracleFn(beam.DoFn):
 
 
 class DecodeOracleUpdates(beam.PTransform):
-    """kind: ``chainlink`` or ``pyth``. Outputs ``prices`` and ``dead_letter``."""
+    """kind: ``chainlink`` or ``pyth``. PriceEvents (``MAIN_TAG``), no alerts, dead letters."""
 
     def __init__(self, kind: str, registry_path: str | None = None):
         super().__init__()
@@ -352,6 +362,10 @@ class DecodeOracleUpdates(beam.PTransform):
         self.kind, self.registry_path = kind, registry_path
 
     def expand(self, payloads):
-        return payloads | "Decode" >> beam.ParDo(
-            DecodeOracleFn(self.kind, self.registry_path)
-        ).with_outputs(DEAD_LETTER_TAG, main="prices")
+        return composite_outputs(
+            payloads
+            | "Decode"
+            >> beam.ParDo(DecodeOracleFn(self.kind, self.registry_path)).with_outputs(
+                ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG
+            )
+        )

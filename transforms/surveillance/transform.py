@@ -42,7 +42,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.types import epoch_micros
-from transforms.common.dead_letter import ALERTS_TAG
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG, composite_outputs
 from transforms.common.event_timers import arm_buffer_timer, emit_timestamp, take_due
 from transforms.common.keys import shard_of
 from transforms.surveillance.rug_pull import (
@@ -147,7 +147,8 @@ class RugPoolBatchFn(beam.DoFn):
 
 
 class DetectRugPulls(beam.PTransform):
-    """(liquidity events, dex trades) -> SuspiciousActivityRow (main ``findings``) and alerts."""
+    """(liquidity events, dex trades) -> SuspiciousActivityRow rows (``MAIN_TAG``), alerts and
+    (no) dead letters."""
 
     def __init__(
         self, config: RugConfig | None = None, streaming: bool = False, idle_s: int = 30 * 86_400
@@ -171,15 +172,21 @@ class DetectRugPulls(beam.PTransform):
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
         if not self.streaming:
-            return (
+            return composite_outputs(
                 merged
                 | "GroupByPool" >> beam.GroupByKey()
                 | "RugPoolsBatch"
-                >> beam.ParDo(RugPoolBatchFn(self.config)).with_outputs(ALERTS_TAG, main="findings")
+                >> beam.ParDo(RugPoolBatchFn(self.config)).with_outputs(
+                    ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG
+                )
             )
-        return merged | "RugPools" >> beam.ParDo(
-            RugPoolFn(self.config, self.streaming, self.idle_s)
-        ).with_outputs(ALERTS_TAG, main="findings")
+        return composite_outputs(
+            merged
+            | "RugPools"
+            >> beam.ParDo(RugPoolFn(self.config, self.streaming, self.idle_s)).with_outputs(
+                ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG
+            )
+        )
 
 
 POOL_SHARDS = 8  # groups per window: parallelism on Dataflow, bounded group size
@@ -217,7 +224,8 @@ class WashWindowFn(beam.DoFn):
 
 
 class DetectWashTrades(beam.PTransform):
-    """(dex trades, transfers) -> SuspiciousActivityRow (main ``findings``) and alerts."""
+    """(dex trades, transfers) -> SuspiciousActivityRow rows (``MAIN_TAG``), alerts and (no)
+    dead letters, per window size."""
 
     def __init__(
         self,
@@ -232,7 +240,7 @@ class DetectWashTrades(beam.PTransform):
 
     def expand(self, inputs):
         trades, transfers = inputs
-        findings, alerts = [], []
+        findings, alerts, dead = [], [], []
         if not self.streaming:
             history = transfers | "TransfersGlobal" >> beam.WindowInto(window.GlobalWindows())
         for w in self.window_sizes_s:
@@ -249,16 +257,17 @@ class DetectWashTrades(beam.PTransform):
                 | f"GroupByShardWindow{name}" >> beam.GroupByKey()
                 | f"Detect{name}"
                 >> beam.ParDo(WashWindowFn(self.config, w), beam.pvalue.AsList(side)).with_outputs(
-                    ALERTS_TAG, main="findings"
+                    ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG
                 )
             )
-            findings.append(
-                out.findings | f"FindingsGlobal{name}" >> beam.WindowInto(window.GlobalWindows())
-            )
-            alerts.append(
-                out[ALERTS_TAG] | f"AlertsGlobal{name}" >> beam.WindowInto(window.GlobalWindows())
-            )
-        return (
-            findings | "FlattenFindings" >> beam.Flatten(),
-            alerts | "FlattenAlerts" >> beam.Flatten(),
-        )
+            for parts, tag, label in (
+                (findings, MAIN_TAG, "FindingsGlobal"),
+                (alerts, ALERTS_TAG, "AlertsGlobal"),
+                (dead, DEAD_LETTER_TAG, "DeadLettersGlobal"),
+            ):
+                parts.append(out[tag] | f"{label}{name}" >> beam.WindowInto(window.GlobalWindows()))
+        return {
+            MAIN_TAG: findings | "FlattenFindings" >> beam.Flatten(),
+            ALERTS_TAG: alerts | "FlattenAlerts" >> beam.Flatten(),
+            DEAD_LETTER_TAG: dead | "FlattenDeadLetters" >> beam.Flatten(),
+        }

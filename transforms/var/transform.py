@@ -36,8 +36,13 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.serde import to_json
-from transforms.common.dead_letter import DEAD_LETTER_TAG, make_dead_letter
+from transforms.common.dead_letter import (
+    ALERTS_TAG,
+    DEAD_LETTER_TAG,
+    MAIN_TAG,
+    composite_outputs,
+    refused_settlement,
+)
 from transforms.common.event_timers import output_timestamp, push_timer_forward
 from transforms.common.keys import shard_of
 from transforms.var.engine import MICROS, Close, VarConfig, VarShardEngine
@@ -117,21 +122,12 @@ class VarShardFn(beam.DoFn):
                 Metrics.counter("var", f"ComputeVaR.refused.{r.outcome.reason}").inc()
                 continue
             Metrics.counter("dead_letter", f"ComputeVaR.{r.outcome.reason}").inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                make_dead_letter(
-                    source="settlements.v1",
-                    stage="ComputeVaR",
-                    reason=r.outcome.reason,
-                    error=r.outcome.message,
-                    raw=to_json(r.settlement),
-                    event_time=r.settlement.event_time,
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, refused_settlement("ComputeVaR", r))
 
 
 class ComputeVaR(beam.PTransform):
-    """(composite price rows, settlements) -> PortfolioVarRow (main ``var``) and dead letters."""
+    """(composite price rows, settlements) -> PortfolioVarRow rows (``MAIN_TAG``), no alerts,
+    and the dead letters of refused settlements."""
 
     def __init__(
         self,
@@ -177,6 +173,10 @@ class ComputeVaR(beam.PTransform):
             | "Merge" >> beam.Flatten()
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
-        return merged | "ValueShards" >> beam.ParDo(
-            VarShardFn(self.config, self.streaming, self.dead_letter_rejections)
-        ).with_outputs(DEAD_LETTER_TAG, main="var")
+        return composite_outputs(
+            merged
+            | "ValueShards"
+            >> beam.ParDo(
+                VarShardFn(self.config, self.streaming, self.dead_letter_rejections)
+            ).with_outputs(ALERTS_TAG, DEAD_LETTER_TAG, main=MAIN_TAG)
+        )
