@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# checkov (tests/test_infra.py) pins its own dependencies, so it gets its own venv, apart from Beam's.
+# checkov (tests/infra/test_terraform.py) pins its own dependencies, so it gets its own venv, apart from Beam's.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 OUT ?= out/demo

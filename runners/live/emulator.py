@@ -14,7 +14,7 @@ its java child running when only gcloud is stopped), records the process group a
 - one dead-letter topic per input topic, named ``<topic>.dead-letter`` (e.g.
   ``settlements.v1.dead-letter``): the dead-letter policy of the input subscription forwards a
   message there after ``MAX_DELIVERY_ATTEMPTS`` (5) deliveries that were not acknowledged (the
-  emulator honours it: tests/test_emulator.py). Payloads the pipeline cannot parse do not go
+  emulator honours it: tests/runners/live/test_emulator.py). Payloads the pipeline cannot parse do not go
   there: the pipeline acknowledges them and writes ``dead_letter`` table rows;
 - one subscription per topic, named ``<topic>.sub`` (``settlements.v1.sub``,
   ``alerts.margin.v1.sub``, ``settlements.v1.dead-letter.sub``).

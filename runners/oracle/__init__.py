@@ -6,5 +6,5 @@
 Modules: ``rpc`` (JSON-RPC ``eth_call`` and the AggregatorV3 ABI), ``hermes`` (Pyth Hermes HTTP),
 ``resilience`` (timeouts, jittered retries, circuit breakers), ``publish`` (JSONL and Pub/Sub
 sinks, dead letters), ``poller`` (the cycle: no missed rounds, no duplicates, nothing stale as
-fresh) and ``args`` (the CLI arguments). Tests: ``pytest -q tests/test_oracle_poller.py``.
+fresh) and ``args`` (the CLI arguments). Tests: ``pytest -q tests/runners/oracle/test_poller.py``.
 """

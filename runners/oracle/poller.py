@@ -1,7 +1,7 @@
 """The oracle poller: one cycle per interval reads every registry feed and publishes PriceEvents.
 
     defi-risk oracle poll --rpc-url URL --hermes-url URL --interval 10 --publish jsonl:prices.jsonl
-    pytest -q tests/test_oracle_poller.py
+    pytest -q tests/runners/oracle/test_poller.py
 
 Guarantees, per cycle:
 

@@ -1,7 +1,7 @@
 """Resilience for the oracle poller: error classes, jittered retries and a circuit breaker.
 
 The clock, the sleep and the random source are injected, so tests run deterministic and fast
-(``pytest -q tests/test_oracle_poller.py -k breaker``).
+(``pytest -q tests/runners/oracle/test_poller.py -k breaker``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ One JSON line per dataset (``bench`` = ``detector_quality``, ``dataset`` says wh
 
 - ``synthetic_wash_rings``: 10 generated days (seeds 1-10) of 20,000 ordinary traders each with 80
   hidden rings of 2-6 wallets (half with a common funder, 30 % of members camouflaged, price
-  noise; see tests/wash_scenarios.py). Recall over rings of >= 3 cycles (a ring is found when
+  noise; see tests/support/wash_scenarios.py). Recall over rings of >= 3 cycles (a ring is found when
   one finding in its pool holds >= 80 % of its wallets), precision over findings, false
   findings (no ring wallet) and false alerts per 10,000 ordinary traders.
 - ``pumpdump_pre_pump_benford``: the 12 Binance pairs' pre-pump trades (real, no wash labels:
@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from tests import wash_data
 from tests.benchmarks.common import emit
-from tests.wash_scenarios import evaluate, generate
+from tests.support import wash_data
+from tests.support.wash_scenarios import evaluate, generate
 from transforms.surveillance import wash_trade as wt
 
 
@@ -172,7 +172,7 @@ def polygon() -> None:
 
 def polygon_rug_pulls() -> None:
     """The streaming rug-pull detector on the labelled Polygon pools (Mazorra et al.)."""
-    from tests.mazorra_data import STUDY_END, complete_pools, pool_events, pools
+    from tests.support.mazorra_data import STUDY_END, complete_pools, pool_events, pools
     from transforms.surveillance.rug_pull import detect_pool, label_rug_pulls
 
     meta, events, complete = pools(), pool_events(), complete_pools()

@@ -46,8 +46,8 @@ from schemas.events import MarginAlert
 from schemas.serde import from_avro
 from schemas.topics import subscription_path
 from tests.benchmarks.common import emit
-from tests.factories import settlement
-from tests.live_scenario import LiveRun, oracle_scenario
+from tests.support.factories import settlement
+from tests.support.live_scenario import LiveRun, oracle_scenario
 
 PRICES_PER_SECOND = 10  # 5 registry assets x (Chainlink + Pyth)
 

@@ -34,7 +34,7 @@ from runners.live.emulator import (
 from runners.live.publish import publish_records
 from schemas.events import Transfer
 from tests.benchmarks.common import emit
-from tests.live_scenario import LiveRun, oracle_scenario
+from tests.support.live_scenario import LiveRun, oracle_scenario
 
 
 def _lines(path: Path) -> int:

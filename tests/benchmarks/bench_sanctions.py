@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 import sys
-from pathlib import Path
 
 from tests.benchmarks.common import emit, peak_rss_mb, timer
+from tests.support.paths import DATA
 from transforms.compliance.lists import SanctionsIndex, load_xml
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "ofac-addresses"
-XML = DATA / "sdn-format-excerpts" / "sdn_advanced_digital_currency_excerpt.xml.gz"
+OFAC_DATA = DATA / "ofac-addresses"
+XML = OFAC_DATA / "sdn-format-excerpts" / "sdn_advanced_digital_currency_excerpt.xml.gz"
 EVM_CHAINS = ("eip155:1", "eip155:42161", "eip155:56", "eip155:137")
 BITCOIN = "bip122:000000000019d6689c085ae165831e93"
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_wash_trade [TRADERS]      # default 172,000 (~1M trades)
 
-The day comes from ``tests.wash_scenarios.generate`` (300 USDC pools with Zipf popularity,
+The day comes from ``tests.support.wash_scenarios.generate`` (300 USDC pools with Zipf popularity,
 casual, regular and active traders, 200 wash rings hidden among them) and goes through the pure
 core of ``transforms.surveillance.wash_trade`` as numpy columns. One JSON line each:
 
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from tests.benchmarks.common import emit, peak_rss_mb
-from tests.wash_scenarios import generate
+from tests.support.wash_scenarios import generate
 from transforms.surveillance import wash_trade as wt
 
 

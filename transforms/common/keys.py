@@ -1,6 +1,6 @@
 """ComputeVaR: portfolio VaR and ES per account from composite prices and settlements.
 
-    pytest tests/test_var_pipeline.py
+    pytest tests/transforms/var/test_transform.py
 
 Design (linear in events, the same in batch and streaming):
 

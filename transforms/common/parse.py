@@ -4,7 +4,7 @@ Every input element ends up in exactly one of the two outputs, so
 ``records in = records out + dead letters``; Beam counters in the namespace ``parse`` count
 each side (``<Stage>.in``, ``<Stage>.out``, ``<Stage>.dead_letter.<reason>``).
 
-Run the tests with ``pytest tests/test_parse.py``.
+Run the tests with ``pytest tests/transforms/common/test_parse.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """AML monitoring rules over transfer legs, per subject, in event time. Pure: no Beam imports.
 
-    .venv/bin/python -m pytest -q tests/test_aml_rules.py
+    .venv/bin/python -m pytest -q tests/transforms/compliance/test_aml.py
 
 Every transfer has two *legs*, one per side, each seen from its *subject*: the customer account
 that owns the wallet (``subject_kind`` ``account``, with the ``AccountProfile`` in force) or, for

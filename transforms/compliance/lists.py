@@ -26,7 +26,7 @@ under:
 
 Files ending in ``.gz`` are read transparently.
 
-Tests: ``.venv/bin/pytest tests/test_sanctions_list.py -q``
+Tests: ``.venv/bin/pytest tests/transforms/compliance/test_lists.py -q``
 Benchmark: ``.venv/bin/python -m tests.benchmarks.bench_sanctions``
 """
 

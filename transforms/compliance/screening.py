@@ -1,6 +1,6 @@
 """SanctionsJoin: every transfer's two addresses screened against the list version in force.
 
-    pytest tests/test_sanctions_join.py
+    pytest tests/transforms/compliance/test_screening.py
 
 The list is an input stream of ``ListVersion``s (``transforms.compliance.lists``), not a
 processing-time side input: each version takes effect at 00:00 UTC of its effective date, in

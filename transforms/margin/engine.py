@@ -23,7 +23,7 @@ would screen every account at every instant. ``advance_batch`` produces the same
 alerts and state account by account: the batch's prices are laid out first (``_PriceTape``), an
 account that no mix of the day's lowest and highest prices can move out of its zone gets only its
 snapshot rows, and the others are walked from one flagged instant to the next (its docstring says
-why the output is the same; ``tests/test_margin_engine_batch.py`` checks it on random markets).
+why the output is the same; ``tests/transforms/margin/test_batch.py`` checks it on random markets).
 
 Rows
 ----

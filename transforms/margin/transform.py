@@ -1,6 +1,6 @@
 """MonitorMargins: streaming margin health, margin events and throttled margin alerts.
 
-    pytest tests/test_margin_pipeline.py
+    pytest tests/transforms/margin/test_transform.py
     defi-risk run risk --input-dir data/demo --output-dir out/demo     # margin_* tables + alerts
 
 Design (the same in batch and streaming; the engine is ``transforms.margin.engine``):

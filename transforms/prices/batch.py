@@ -17,7 +17,7 @@ Prices are integers in units of 1e-9 (``NANO``), so the median of two sources is
 sources have at most 8 decimals, as Chainlink and Pyth prices do: the batch path gives the
 streaming path's Decimal prices digit for digit. ``Carry`` is what one span hands the next (the
 latest update per source, whether an outage is open): a day can be composed knowing only its own
-updates and the previous day's carry. ``tests/test_composite_batch.py`` checks the two paths give
+updates and the previous day's carry. ``tests/transforms/prices/test_batch.py`` checks the two paths give
 identical rows on random multi-day streams with outages, outliers and redeliveries.
 """
 

@@ -13,7 +13,7 @@ engine per asset in Beam state and drives it with event-time timers:
 One pass per firing keeps the work linear: in batch the bag is composed once, at the end. Output
 rows carry their window's end as the Beam timestamp; ordered-check rejections are dead letters.
 
-    pytest tests/test_prices.py
+    pytest tests/transforms/prices/test_composite.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ updates (a round or publish time going backwards, redelivered duplicates, late u
 applied by the composite, which sees each feed's updates in order. Every rejected update becomes a
 dead letter with its reason and a ``prices`` counter ``ValidatePrices.<reason>``.
 
-    pytest tests/test_price_validation.py
+    pytest tests/transforms/prices/test_validation.py
 """
 
 from __future__ import annotations

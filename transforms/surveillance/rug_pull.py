@@ -1,6 +1,6 @@
 """Rug-pull detection per pool, streaming and without lookahead (pure, no Beam).
 
-    pytest tests/test_rug_pull.py
+    pytest tests/transforms/surveillance/test_rug_pull.py
     defi-risk label rugpulls --input-dir DIR          # the after-the-fact labeller
 
 ``RugPoolState`` follows one pool's liquidity events (create, mint, burn, sync) and swaps in event

@@ -11,7 +11,7 @@ funding before the window's end counts); in streaming it is the transfers of the
 global-window side input would wait for the end of the stream), so the common-funder signal only
 sees fundings inside the window there.
 
-    pytest tests/test_rug_pull.py
+    pytest tests/transforms/surveillance/test_rug_pull.py
     defi-risk run surveillance --input-dir data/demo --output-dir out/demo
 
 ``DetectRugPulls``: liquidity events and swaps keyed by pool; ``RugPoolFn`` keeps each pool's

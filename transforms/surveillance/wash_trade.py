@@ -6,7 +6,7 @@ The Beam composite ``DetectWashTrades`` hands each event-time window (1 h, 1 d, 
 ``risk.suspicious_activities`` and sends the rows for which :func:`is_alert` holds to
 ``alerts.surveillance.v1``.
 
-    .venv/bin/pytest -q tests/test_wash_trade.py
+    .venv/bin/pytest -q tests/transforms/surveillance/test_wash_trade.py
     .venv/bin/python -m tests.benchmarks.bench_wash_trade           # trades/s on 1M trades
     .venv/bin/python -m tests.benchmarks.bench_detector_quality     # precision / recall
 
@@ -27,7 +27,7 @@ node is a (pool, wallet) pair. Addresses are compared lower-cased on EVM chains 
   price risk was taken: the only product is volume. Adjacency keeps sandwich bots (buy, victim,
   sell) and arbitrage out. It fires from 2 pairs: a single pair happens by chance (two
   same-block trades of an active trader) to about 1 ordinary trader in 8,000 in the synthetic
-  days of tests/wash_scenarios.py.
+  days of tests/support/wash_scenarios.py.
 - ``round_trip`` (after Chainalysis 2025). The same address buys and sells in one pool within 25
   blocks, with USD amounts within 1 % (|a - b| <= 1 % of the larger, inclusive), at least 3
   times. A round trip is a trade and the address's *next* priced trade in the pool (a position

@@ -4,7 +4,7 @@ locals {
 
   # One entry per schemas.registry.TABLES model: partitioned by DATE of `event_time_field`,
   # clustered by `key_fields[:4]`, as in sql/ddl/<table>.sql. Only dead_letter expires partitions
-  # (schemas.codegen.PARTITION_EXPIRATION_DAYS). tests/test_infra.py fails when this drifts.
+  # (schemas.codegen.PARTITION_EXPIRATION_DAYS). tests/infra/test_terraform.py fails when this drifts.
   tables = {
     prices = {
       description               = "Composite price per asset and window: the median of the valid sources."

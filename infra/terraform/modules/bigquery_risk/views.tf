@@ -9,7 +9,7 @@ locals {
   # counts for nothing), leave out the files whose statement is CREATE ... MATERIALIZED VIEW, and
   # keep the name after VIEW and what follows the `AS` that opens the SELECT (or WITH), without a
   # trailing `;`. The key is the file stem; a precondition checks that the DDL creates
-  # <dataset>.<stem> (runners/local/warehouse.py refuses any other name too). tests/test_infra.py
+  # <dataset>.<stem> (runners/local/warehouse.py refuses any other name too). tests/infra/test_terraform.py
   # re-evaluates this selection and these regexes in Python and parses every query with sqlglot.
   views_dir = "${path.module}/../../../../sql/views"
 
