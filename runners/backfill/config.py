@@ -20,7 +20,7 @@ from transforms.var.engine import VarConfig
 
 # Part of every fingerprint: raise it when the rows or the pickled engine state change, so that a
 # newer version recomputes old days and never resumes from state it cannot read.
-CODE_VERSION = 2
+CODE_VERSION = 3  # 3: the house move renamed the engines' modules (pickled state names them)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from runners.backfill import config as backfill_config
 from runners.backfill.config import BackfillConfig
 from runners.backfill.driver import backfill
 from runners.backfill.files import BackfillError, marker_path
@@ -295,3 +296,12 @@ def test_array_validation_refuses_exactly_what_check_update_refuses(tmp_path):
     assert {i: reason for i, reason, _ in bad} == expected
     assert set(expected.values()) >= {"stale", "confidence_too_wide", "unknown_feed"}
     assert mask.tolist() == [i not in expected for i in range(len(events))]
+
+
+def test_the_code_version_is_part_of_the_fingerprint(tmp_path, monkeypatch):
+    """Saved engine state names its classes by module path: a release that moves them raises
+    CODE_VERSION, and state saved under another version is never resumed from."""
+    cfg = BackfillConfig(FIRST, FIRST, str(tmp_path), str(tmp_path / "out"))
+    before = cfg.fingerprint()
+    monkeypatch.setattr(backfill_config, "CODE_VERSION", backfill_config.CODE_VERSION + 1)
+    assert cfg.fingerprint() != before
