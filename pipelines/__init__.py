@@ -1,1 +1,1 @@
-"""Pipelines: graph assembly, local runs, the CLI, the generator and the warehouse."""
+"""What the graph is: options, the stage registry and ``build()`` (never runs)."""

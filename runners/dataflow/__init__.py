@@ -1,0 +1,1 @@
+"""The Dataflow run mode: the production job, its flex template and ``defi-risk deploy``."""

@@ -1,0 +1,1 @@
+"""The edges every run mode shares: files, Pub/Sub and BigQuery."""

@@ -1,0 +1,1 @@
+"""The live run mode: the graph streaming from Pub/Sub (the emulator locally) on the local runner."""

@@ -1,0 +1,1 @@
+"""Compliance: sanctions lists and screening, exposure hops, AML rules and the policy file."""

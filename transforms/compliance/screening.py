@@ -1,22 +1,12 @@
-"""SanctionsJoin: every transfer's two addresses screened against the list version in force.
+"""The direct list match (pure, no Beam): both addresses of a transfer against the list version
+in force at its event time.
 
-    pytest tests/transforms/compliance/test_screening.py
-
-The list is an input stream of ``ListVersion``s (``transforms.compliance.lists``), not a
-processing-time side input: each version takes effect at 00:00 UTC of its effective date, in
-event time, so a replay screens a transfer against the list that was in force when it happened,
-and a new version (a delisting too) applies from its date on. Versions are sent to every screening
-shard; transfers are spread over the shards by event id. ``ScreenShardFn`` buffers both and, on an
-event-time timer, screens the transfers in order against the latest version effective at their
-time. On Dataflow the versions come from the store that ``defi-risk sanctions load`` writes,
-watched by a file-matching source; the DirectRunner cannot run such a polling source in streaming
-(BEAM-FACTS: PeriodicImpulse and MatchContinuously fail there), so the tests feed versions through
-a TestStream, which exercises the same refresh logic.
-
-Output: one ``compliance_screenings`` row per screened address (``screening_type`` sanctions;
-``blocked`` with risk 100 on a list hit, ``clear`` with 0 otherwise; the list version always), and
-a ``ComplianceAlert`` per hit. A transfer with no version in force yet is a dead letter
-(``no_sanctions_list``): screening it "clear" against no list would be a false all-clear.
+A version takes effect at 00:00 UTC of its effective date, in event time, so a replay screens a
+transfer against the list that was in force when it happened, and a new version (a delisting too)
+applies from its date on (``in_force``). ``screen_transfer`` gives one ``compliance_screenings``
+row per address (``screening_type`` sanctions; ``blocked`` with risk 100 on a list hit, ``clear``
+with 0 otherwise; the list version always) and a ``ComplianceAlert`` per hit (``alert_of`` makes
+the alert of any screening row). ``SanctionsScreener`` is the screener ``SanctionsJoin`` runs.
 """
 
 from __future__ import annotations

@@ -1,22 +1,24 @@
-"""SanctionsJoin: every transfer's two addresses screened against the list version in force.
+"""The compliance domain's Beam face: ``ReadSanctionsVersions``, ``SanctionsJoin``,
+``ScreenExposure`` and ``MonitorAml``.
 
-    pytest tests/transforms/compliance/test_screening.py
+    pytest tests/transforms/compliance/
 
-The list is an input stream of ``ListVersion``s (``transforms.compliance.lists``), not a
-processing-time side input: each version takes effect at 00:00 UTC of its effective date, in
-event time, so a replay screens a transfer against the list that was in force when it happened,
-and a new version (a delisting too) applies from its date on. Versions are sent to every screening
-shard; transfers are spread over the shards by event id. ``ScreenShardFn`` buffers both and, on an
-event-time timer, screens the transfers in order against the latest version effective at their
-time. On Dataflow the versions come from the store that ``defi-risk sanctions load`` writes,
-watched by a file-matching source; the DirectRunner cannot run such a polling source in streaming
-(BEAM-FACTS: PeriodicImpulse and MatchContinuously fail there), so the tests feed versions through
-a TestStream, which exercises the same refresh logic.
+The list is an input stream of ``ListVersion``s (``lists.py``), not a processing-time side input:
+``ReadSanctionsVersions`` reads the store (``store.py``) once when the graph is built, or, with
+``--sanctions_poll_minutes`` on Dataflow, re-reads it through a ``PeriodicImpulse`` (the
+DirectRunner cannot run that in streaming, so the tests feed versions through a TestStream, which
+exercises the same refresh logic). Versions are sent to every screening shard; transfers are
+spread over the shards (by event id for direct hits, by chain for exposure). ``ScreenShardFn``
+buffers both and, on an event-time timer, screens the transfers in order against the latest
+version in force at their time: ``SanctionsJoin`` with ``screening.SanctionsScreener``,
+``ScreenExposure`` with ``exposure.ExposureScreener``. A transfer with no version in force yet is
+a dead letter (``no_sanctions_list``): screening it "clear" against no list would be a false
+all-clear.
 
-Output: one ``compliance_screenings`` row per screened address (``screening_type`` sanctions;
-``blocked`` with risk 100 on a list hit, ``clear`` with 0 otherwise; the list version always), and
-a ``ComplianceAlert`` per hit. A transfer with no version in force yet is a dead letter
-(``no_sanctions_list``): screening it "clear" against no list would be a false all-clear.
+``MonitorAml``: ``ResolveSubjectsFn`` turns each transfer into legs of subjects (the account that
+owns a wallet, by the profile in force, or the bare wallet), keyed by subject shard;
+``AmlShardFn`` runs ``aml.AmlEngine`` over them in event-time order and writes ``aml`` and
+``policy`` rows and alerts.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ from transforms.compliance.screening import (
     transfer_us,
 )
 from transforms.compliance.store import SanctionsStoreError, bundled_versions, version_from_dict
+
+LOG = logging.getLogger(__name__)
 
 
 class ScreenShardFn(beam.DoFn):
@@ -431,9 +435,6 @@ class MonitorAml(beam.PTransform):
         )
         dead = (resolved[DEAD_LETTER_TAG], out[DEAD_LETTER_TAG]) | "DeadLetters" >> beam.Flatten()
         return {MAIN_TAG: out[MAIN_TAG], ALERTS_TAG: out[ALERTS_TAG], DEAD_LETTER_TAG: dead}
-
-
-LOG = logging.getLogger(__name__)
 
 
 def _read_json(path: str):

@@ -1,0 +1,1 @@
+"""Margin: health, zones, liquidation prices, margin events and alerts."""

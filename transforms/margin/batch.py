@@ -1,15 +1,7 @@
-"""Day batches for the backfill (pure, no Beam): one asset-day of prices or one shard-day of
-settlements per call, as Arrow tables in and out.
-
-The rules are the streaming path's, called on arrays:
-- price updates: ``price_validation.check_update``'s rules as column masks (``validate_prices``),
-  then ``composite_batch.compose_span`` per asset (the ``CompositeEngine`` rules);
-- daily closes: the last non-null composite of each day, the window ending at midnight included
-  (``ComputeVaR``'s bucket close);
-- VaR and ES: ``var_engine.VarShardEngine`` itself, fed a day of settlements and closes at a time,
-  its results taken as columns (``value_columns``) instead of row models.
-Output tables have exactly the contract schemas (``schemas.codegen.arrow_schema``), and the ids
-are the streaming rows' ids, so a backfilled day and a streamed day compare row for row.
+"""The margin engine fed a day at a time, for the backfill (pure, no Beam): ``price_ticks`` turns
+a day's composite rows into the engine's ``TickColumns``, and ``margin_day`` advances a shard's
+``MarginShardEngine`` through the day with ``advance_batch`` (the stream's output, account by
+account), returning ``margin_health`` and ``margin_events`` tables.
 """
 
 from __future__ import annotations

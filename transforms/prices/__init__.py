@@ -1,0 +1,1 @@
+"""Prices: oracle feeds, validation and the composite price."""

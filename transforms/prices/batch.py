@@ -19,6 +19,12 @@ streaming path's Decimal prices digit for digit. ``Carry`` is what one span hand
 latest update per source, whether an outage is open): a day can be composed knowing only its own
 updates and the previous day's carry. ``tests/transforms/prices/test_batch.py`` checks the two paths give
 identical rows on random multi-day streams with outages, outliers and redeliveries.
+
+A day for the backfill: ``validate_prices`` applies ``validation.check_update``'s rules as column
+masks, ``compose_day`` composes each asset's day from its updates and the previous day's carry and
+returns the ``prices`` rows (contract schema, the streaming rows' ids), each asset's close (the last
+non-null composite, the window ending at midnight included: ``ComputeVaR``'s bucket close) and the
+dead letters.
 """
 
 from __future__ import annotations

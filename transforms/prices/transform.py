@@ -1,4 +1,11 @@
-"""CompositePrices: per asset, the composite price of every event-time window.
+"""The prices domain's Beam face: ``ValidatePrices``, ``CompositePrices`` and
+``DecodeOracleUpdates``.
+
+``ValidatePrices`` applies ``validation.check_update`` to every update: valid ones go on, the
+others become dead letters. ``DecodeOracleUpdates`` turns raw Chainlink rounds or Pyth Hermes
+updates (archives of raw oracle reads) into PriceEvents with the poller's decoders.
+
+``CompositePrices``: per asset, the composite price of every event-time window.
 
 The engine (``transforms.prices.composite``, no Beam) holds the rules; this module keeps one
 engine per asset in Beam state and drives it with event-time timers:

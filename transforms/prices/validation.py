@@ -1,6 +1,6 @@
-"""ValidatePrices: the per-update rules a price must pass before it can reach a risk number.
+"""The per-update rules a price must pass before it can reach a risk number (pure, no Beam).
 
-Stateless rules live here (``check_update``, pure); the rules that need the order of a feed's
+Stateless rules live here (``check_update``; ``ValidatePrices`` in ``transform.py`` applies them); the rules that need the order of a feed's
 updates (a round or publish time going backwards, redelivered duplicates, late updates) are
 applied by the composite, which sees each feed's updates in order. Every rejected update becomes a
 dead letter with its reason and a ``prices`` counter ``ValidatePrices.<reason>``.

@@ -1,0 +1,1 @@
+"""Market surveillance: wash trading and rug pulls."""

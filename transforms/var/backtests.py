@@ -1,22 +1,7 @@
-"""Value at risk and expected shortfall: a pure numpy engine (no Beam), plus VaR backtests.
-
-Conventions (DESIGN.md, "Risk conventions"):
-
-- VaR and ES are **positive losses**: a fraction of value when ``returns`` are simple returns and
-  ``weights`` are fractions of value, USD when ``returns`` are P&L per unit or ``weights`` are USD
-  positions. An exception is a day with loss > VaR.
-- ``level`` is the confidence level c (0.99); the tail probability α = 1 − c is computed exactly
-  (``fractions.Fraction(str(level))``) because in binary floating point 1 − 0.99 > 0.01, and when
-  α·N is a whole number the naive float formula takes the next order statistic.
-
-Shapes. ``returns`` is 1-D (N scenarios of one asset or of a portfolio's P&L) or 2-D (N scenarios
-× A assets). ``weights`` is None (only for one column), a vector of A positions (one portfolio:
-a float result) or a P × A matrix (P portfolios: an array of P results, from one matmul). Inputs
-are never modified; NaN or inf raises ``ValueError``.
-
-Horizon. ``horizon_days`` h: the parametric and Monte Carlo methods treat daily returns as i.i.d.
-normal, so the h-day mean is h·μ and the h-day volatility √h·σ. The historical methods scale the
-1-day figure by √h, an approximation (exact only for i.i.d. zero-mean normal returns).
+"""VaR backtests (pure, no Beam): Kupiec proportion of failures, Christoffersen independence and
+conditional coverage, and the Basel traffic light (green 0-4, yellow 5-9, red 10+ exceptions in
+250 days at 99 %; other sizes from the binomial CDF). The tail probability is ``measures``' exact
+one.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
-"""Day batches for the backfill (pure, no Beam): one asset-day of prices or one shard-day of
-settlements per call, as Arrow tables in and out.
-
-The rules are the streaming path's, called on arrays:
-- price updates: ``price_validation.check_update``'s rules as column masks (``validate_prices``),
-  then ``composite_batch.compose_span`` per asset (the ``CompositeEngine`` rules);
-- daily closes: the last non-null composite of each day, the window ending at midnight included
-  (``ComputeVaR``'s bucket close);
-- VaR and ES: ``var_engine.VarShardEngine`` itself, fed a day of settlements and closes at a time,
-  its results taken as columns (``value_columns``) instead of row models.
-Output tables have exactly the contract schemas (``schemas.codegen.arrow_schema``), and the ids
-are the streaming rows' ids, so a backfilled day and a streamed day compare row for row.
+"""The VaR engine fed a day at a time, for the backfill (pure, no Beam): ``var_day`` advances a
+shard's ``VarShardEngine`` through one day of settlements and closes, taking its results as
+columns, and ``var_table`` writes them as ``portfolio_var`` rows with the streaming rows' ids and
+rounding, so a backfilled day and a streamed day compare row for row.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Value at risk and expected shortfall: a pure numpy engine (no Beam), plus VaR backtests.
+"""Value at risk and expected shortfall by method: a pure numpy engine (no Beam).
 
 Conventions (DESIGN.md, "Risk conventions"):
 

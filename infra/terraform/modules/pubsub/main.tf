@@ -1,4 +1,4 @@
-# Names follow runners/live/emulator.py, so the local emulator and production agree:
+# Names follow schemas/topics.py, so the local emulator and production agree:
 #   <topic>                    every topic of schemas.registry.TOPICS, with its Avro schema
 #   <topic>.sub                the one subscription of a topic (the pipelines read input topics')
 #   <topic>.dead-letter        where <topic>.sub forwards a message after max_delivery_attempts
