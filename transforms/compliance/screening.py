@@ -75,21 +75,7 @@ def screen_transfer(
             )
         )
         if hit:
-            alerts.append(
-                ComplianceAlert(
-                    alert_id=deterministic_id("alert", sid),
-                    screening_id=sid,
-                    address=hit.key,
-                    chain_id=t.chain_id,
-                    screening_result="blocked",
-                    rule_id=RULE_ID,
-                    list_version=version,
-                    risk_score=100.0,
-                    tx_hash=t.tx_hash,
-                    evidence_tx_hashes=[t.tx_hash],
-                    screened_at=t.event_time,
-                )
-            )
+            alerts.append(alert_of(rows[-1], (t.tx_hash,)))
     return rows, alerts
 
 
