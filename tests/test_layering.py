@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,7 @@ def imports_of(path: Path, root: Path, modules: set[str]) -> list[Import]:
     return out
 
 
+@cache  # parsed once per test session: every test reads the same tree
 def project(root: Path = ROOT) -> tuple[dict[str, Path], list[Import]]:
     files = {module_name(p, root): p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")}
     modules = set(files)
