@@ -10,17 +10,9 @@ stable step labels) between:
 - sources: one ``ReadFromPubSub`` per input topic, from ``projects/P/subscriptions/<topic>.sub``,
   with ``timestamp_attribute="ts"`` (event time) and ``id_label="event_id"`` (Pub/Sub redeliveries
   are dropped by Dataflow before the graph sees them);
-- tables: ``WriteToBigQuery`` into ``<bq_project>:<dataset>.<table>`` with the schema of
-  ``schemas/bigquery/<table>.json``; ``CREATE_NEVER`` (Terraform owns the tables, partitioning and
-  clustering), ``WRITE_APPEND``. The method is ``--bq_write_method``:
-  - ``STORAGE_WRITE_API`` (default in streaming): exactly-once, through Beam's Java expansion
-    service. Its construction downloads the Java expansion jar, so it cannot be built offline:
-    the graph tests build the other two methods;
-  - ``STREAMING_INSERTS``: at-least-once with Beam's per-row insert ids (a retried insert is
-    deduplicated by BigQuery), failed rows retried on transient errors only and counted;
-  - ``FILE_LOADS`` (default in batch): load jobs, every ``--bq_triggering_frequency_s`` seconds
-    in streaming.
-  Rows are converted to what BigQuery's JSON API expects (``runners/io/bigquery.py``);
+- tables: ``WriteToBigQuery`` into ``<bq_project>:<dataset>.<table>`` by ``--bq_write_method``
+  (``STORAGE_WRITE_API``, the streaming default, ``STREAMING_INSERTS`` or ``FILE_LOADS``; what
+  each guarantees and how rows are converted: ``runners/io/bigquery.py``);
 - alerts: ``WriteToPubSub`` of schemaless Avro bodies with ``ts`` and ``alert_id`` attributes
   (``runners.io.pubsub.alert_message``, the same messages the local live run publishes).
 """
@@ -93,7 +85,8 @@ def build_production(p: beam.Pipeline, options: PipelineOptions) -> dict[str, PC
     project = prod.pubsub_project or gcp.project
     if not project:
         raise ValueError("--project is required (the project of the subscriptions and tables)")
-    if not options.view_as(StandardOptions).streaming:
+    streaming = options.view_as(StandardOptions).streaming
+    if not streaming:
         raise ValueError(
             "the production job reads Pub/Sub and needs --streaming (batch runs over files: "
             "`defi-risk run`; history: the backfill)"
@@ -101,7 +94,6 @@ def build_production(p: beam.Pipeline, options: PipelineOptions) -> dict[str, PC
     pipeline = options.view_as(RiskPipelineOptions).pipeline
     # Off the local runners Pub/Sub redeliveries are dropped by id before the graph sees them.
     outputs = build(p, options, read_topics(p, project, pipeline, ID_ATTRIBUTE))
-    streaming = options.view_as(StandardOptions).streaming
     bq_project = prod.bq_project or gcp.project
     for name, pcoll in outputs.items():
         if is_table(name):
