@@ -7,7 +7,24 @@ from typing import Literal
 from pydantic import Field
 
 from schemas.base import Contract
-from schemas.types import EventTime, Numeric, PositiveNumeric, RawAmount, Timestamp
+from schemas.types import (
+    Address,
+    BlockNumber,
+    ChainId,
+    Decimals,
+    EventTime,
+    Id,
+    Index,
+    Name,
+    NonNegativeNumeric,
+    Numeric,
+    PositiveNumeric,
+    RawAmount,
+    RoundId,
+    Timestamp,
+    UsdAmount,
+    Wallet,
+)
 
 EVM_CHAIN = "eip155:1"
 
@@ -19,39 +36,41 @@ class PriceEvent(Contract):
     key_fields = ("asset", "source")
     doc = "A normalised price of one asset from one source (Chainlink, Pyth, DEX, CEX)."
 
-    event_id: str = Field(
+    event_id: Id = Field(
         description="Unique id of this price update (deterministic per source and round)."
     )
-    asset: str = Field(description="Asset symbol, e.g. BTC, ETH, USDC.")
-    quote: str = Field("USD", description="Quote currency of the price.")
+    asset: Name = Field(description="Asset symbol, e.g. BTC, ETH, USDC.")
+    quote: Name = Field("USD", description="Quote currency of the price.")
     source: Literal["chainlink", "pyth", "dex", "cex"] = Field(
         description="Where the price came from."
     )
     price: PositiveNumeric = Field(description="Price of one unit of asset in quote, as a decimal.")
-    confidence: Numeric | None = Field(
+    confidence: NonNegativeNumeric | None = Field(
         None,
         description="Pyth confidence interval (same units as price); null for sources without one.",
     )
     publish_time: EventTime = Field(
         description="When the source published the price (UTC event time)."
     )
-    feed_id: str | None = Field(
+    feed_id: Id | None = Field(
         None, description="Chainlink aggregator proxy address or Pyth price feed id."
     )
-    round_id: str | None = Field(
+    round_id: RoundId | None = Field(
         None, description="Chainlink roundId incl. phase bits, as a decimal string; null for Pyth."
     )
-    answered_in_round: str | None = Field(
+    answered_in_round: RoundId | None = Field(
         None, description="Chainlink answeredInRound, as a decimal string; null for Pyth."
     )
     started_at: Timestamp | None = Field(None, description="Chainlink startedAt of the round.")
-    ema_price: Numeric | None = Field(
+    ema_price: PositiveNumeric | None = Field(
         None, description="Pyth exponentially-weighted moving average price."
     )
     observed_at: Timestamp | None = Field(
         None, description="When the poller read the value; staleness is judged against it."
     )
-    chain_id: str | None = Field(None, description="CAIP-2 chain id of the feed, e.g. eip155:1.")
+    chain_id: ChainId | None = Field(
+        None, description="CAIP-2 chain id of the feed, e.g. eip155:1."
+    )
 
 
 SettlementKind = Literal["deposit", "withdraw", "borrow", "repay", "liquidation"]
@@ -66,22 +85,28 @@ class Settlement(Contract):
         "A settled position change of one account: deposit, withdraw, borrow, repay or liquidation."
     )
 
-    event_id: str = Field(description="Unique id of the settlement; updates are idempotent by it.")
-    account_id: str = Field(
+    event_id: Id = Field(description="Unique id of the settlement; updates are idempotent by it.")
+    account_id: Id = Field(
         description="The account (wallet or sub-account) the settlement belongs to."
     )
-    venue: str = Field(description="Lending venue, e.g. aave_v3, compound_v3, maker.")
-    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
+    venue: Name = Field(description="Lending venue, e.g. aave_v3, compound_v3, maker.")
+    chain_id: ChainId = Field(EVM_CHAIN, description="CAIP-2 chain id.")
     kind: SettlementKind = Field(
         description="deposit/withdraw change collateral; borrow/repay change debt; liquidation seizes collateral."
     )
-    asset: str = Field(description="Asset symbol of the amount.")
+    asset: Name = Field(description="Asset symbol of the amount.")
     amount_raw: RawAmount = Field(description="Amount in the token's raw integer units.")
-    decimals: int = Field(
-        ge=0, le=36, description="Token decimals: amount = amount_raw / 10**decimals."
+    decimals: Decimals = Field(description="Token decimals: amount = amount_raw / 10**decimals.")
+    tx_hash: Id | None = Field(None, description="Transaction hash, when settled on chain.")
+    block_number: BlockNumber | None = Field(
+        None, description="Block number, when settled on chain."
     )
-    tx_hash: str | None = Field(None, description="Transaction hash, when settled on chain.")
-    block_number: int | None = Field(None, ge=0, description="Block number, when settled on chain.")
+    log_index: Index | None = Field(
+        None, description="Log index in the block; orders the settlements of one block."
+    )
+    tx_index: Index | None = Field(
+        None, description="Transaction index in the block; orders the settlements of one block."
+    )
     event_time: EventTime = Field(description="When the settlement happened (UTC event time).")
 
 
@@ -92,22 +117,22 @@ class DexTrade(Contract):
     key_fields = ("pool_address", "trader")
     doc = "One swap on a DEX pool, in raw token units with its USD value at trade time."
 
-    event_id: str = Field(description="Unique id: chain, tx hash and log index.")
-    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
-    venue: str = Field(description="DEX, e.g. uniswap_v2, uniswap_v3, quickswap.")
-    pool_address: str = Field(description="Pool (pair) contract address.")
-    tx_hash: str = Field(description="Transaction hash.")
-    block_number: int = Field(ge=0, description="Block number.")
-    log_index: int = Field(ge=0, description="Log index of the Swap event in the block.")
-    trader: str = Field(description="Address that initiated the swap (tx sender).")
-    recipient: str = Field(description="Address that received the output tokens.")
-    token_in: str = Field(description="Symbol of the token sold into the pool.")
-    token_out: str = Field(description="Symbol of the token bought from the pool.")
+    event_id: Id = Field(description="Unique id: chain, tx hash and log index.")
+    chain_id: ChainId = Field(EVM_CHAIN, description="CAIP-2 chain id.")
+    venue: Name = Field(description="DEX, e.g. uniswap_v2, uniswap_v3, quickswap.")
+    pool_address: Address = Field(description="Pool (pair) contract address.")
+    tx_hash: Id = Field(description="Transaction hash.")
+    block_number: BlockNumber = Field(description="Block number.")
+    log_index: Index = Field(description="Log index of the Swap event in the block.")
+    trader: Address = Field(description="Address that initiated the swap (tx sender).")
+    recipient: Address = Field(description="Address that received the output tokens.")
+    token_in: Name = Field(description="Symbol of the token sold into the pool.")
+    token_out: Name = Field(description="Symbol of the token bought from the pool.")
     amount_in_raw: RawAmount = Field(description="Amount sold, raw integer units.")
     amount_out_raw: RawAmount = Field(description="Amount bought, raw integer units.")
-    decimals_in: int = Field(ge=0, le=36, description="Decimals of token_in.")
-    decimals_out: int = Field(ge=0, le=36, description="Decimals of token_out.")
-    amount_usd: Numeric | None = Field(
+    decimals_in: Decimals = Field(description="Decimals of token_in.")
+    decimals_out: Decimals = Field(description="Decimals of token_out.")
+    amount_usd: UsdAmount | None = Field(
         None, description="USD value of the trade at trade time, when priced."
     )
     event_time: EventTime = Field(description="Block time of the swap (UTC event time).")
@@ -120,26 +145,26 @@ class LiquidityEvent(Contract):
     key_fields = ("pool_address",)
     doc = "A pool event: create, mint (add liquidity), burn (remove liquidity) or sync (new reserves)."
 
-    event_id: str = Field(description="Unique id: chain, tx hash and log index.")
-    chain_id: str = Field(EVM_CHAIN, description="CAIP-2 chain id.")
-    pool_address: str = Field(description="Pool (pair) contract address.")
+    event_id: Id = Field(description="Unique id: chain, tx hash and log index.")
+    chain_id: ChainId = Field(EVM_CHAIN, description="CAIP-2 chain id.")
+    pool_address: Address = Field(description="Pool (pair) contract address.")
     kind: Literal["create", "mint", "burn", "sync"] = Field(description="Event type.")
-    tx_hash: str = Field(description="Transaction hash.")
-    block_number: int = Field(ge=0, description="Block number.")
-    log_index: int = Field(ge=0, description="Log index in the block.")
-    sender: str = Field(
+    tx_hash: Id = Field(description="Transaction hash.")
+    block_number: BlockNumber = Field(description="Block number.")
+    log_index: Index = Field(description="Log index in the block.")
+    sender: Address = Field(
         description="Address that caused the event (LP provider for mint/burn, deployer for create)."
     )
-    token0: str = Field(description="Symbol of token0 of the pair.")
-    token1: str = Field(description="Symbol of token1 of the pair (the quote token).")
+    token0: Name = Field(description="Symbol of token0 of the pair.")
+    token1: Name = Field(description="Symbol of token1 of the pair (the quote token).")
     amount0_raw: RawAmount = Field(
         description="token0 amount added/removed (mint/burn) or new reserve0 (sync), raw units."
     )
     amount1_raw: RawAmount = Field(
         description="token1 amount added/removed (mint/burn) or new reserve1 (sync), raw units."
     )
-    decimals0: int = Field(ge=0, le=36, description="Decimals of token0.")
-    decimals1: int = Field(ge=0, le=36, description="Decimals of token1.")
+    decimals0: Decimals = Field(description="Decimals of token0.")
+    decimals1: Decimals = Field(description="Decimals of token1.")
     liquidity_raw: RawAmount | None = Field(
         None, description="LP tokens minted or burned (mint/burn), raw units."
     )
@@ -153,21 +178,25 @@ class Transfer(Contract):
     key_fields = ("from_address", "to_address")
     doc = "A transfer of a token or native coin between two addresses."
 
-    event_id: str = Field(description="Unique id: chain, tx hash and log index.")
-    chain_id: str = Field(
+    event_id: Id = Field(description="Unique id: chain, tx hash and log index.")
+    chain_id: ChainId = Field(
         EVM_CHAIN,
         description="CAIP-2 chain id (eip155:1 Ethereum, eip155:42161 Arbitrum, tron:mainnet, ...).",
     )
-    tx_hash: str = Field(description="Transaction hash.")
-    block_number: int = Field(ge=0, description="Block number.")
-    log_index: int = Field(ge=0, description="Log index (0 for native transfers).")
-    from_address: str = Field(description="Sender address, as the chain writes it.")
-    to_address: str = Field(description="Recipient address, as the chain writes it.")
-    asset: str = Field(description="Symbol of the transferred asset.")
-    token_address: str | None = Field(None, description="Token contract; null for the native coin.")
+    tx_hash: Id = Field(description="Transaction hash.")
+    block_number: BlockNumber = Field(description="Block number.")
+    log_index: Index = Field(description="Log index (0 for native transfers).")
+    from_address: Address = Field(description="Sender address, as the chain writes it.")
+    to_address: Address = Field(description="Recipient address, as the chain writes it.")
+    asset: Name = Field(description="Symbol of the transferred asset.")
+    token_address: Address | None = Field(
+        None, description="Token contract; null for the native coin."
+    )
     amount_raw: RawAmount = Field(description="Amount in raw integer units.")
-    decimals: int = Field(ge=0, le=36, description="Token decimals.")
-    amount_usd: Numeric | None = Field(None, description="USD value at transfer time, when priced.")
+    decimals: Decimals = Field(description="Token decimals.")
+    amount_usd: UsdAmount | None = Field(
+        None, description="USD value at transfer time, when priced."
+    )
     event_time: EventTime = Field(description="Block time (UTC event time).")
 
 
@@ -178,11 +207,13 @@ class AccountProfile(Contract):
     key_fields = ("account_id",)
     doc = "KYC profile of a customer account: its wallets, tier, country, PEP flag and KYC status."
 
-    account_id: str = Field(description="The customer account.")
-    wallets: list[str] = Field(
-        min_length=1, description="Addresses the account controls, as the chain writes them."
+    account_id: Id = Field(description="The customer account.")
+    wallets: list[Wallet] = Field(
+        min_length=1,
+        max_length=1000,
+        description="Addresses the account controls, as the chain writes them.",
     )
-    tier: str = Field(description="Limit tier; the compliance policy defines the tiers.")
+    tier: Name = Field(description="Limit tier; the compliance policy defines the tiers.")
     country: str = Field(
         pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$",
         description="Residence: ISO 3166-1 alpha-2 country, or ISO 3166-2 region.",

@@ -25,6 +25,18 @@ INPUT_TOPICS = (
     "transfers.v1",
     "accounts.profiles.v1",
 )
+# What a duplicate is, per input topic: the same message delivered twice (a Pub/Sub redelivery, a
+# replayed file). Every stateful stage keeps the first copy and drops later ones; a stage that
+# refuses a copy writes a ``duplicate`` dead letter, so records in = out + dead letters holds.
+DUPLICATE_RULES: dict[str, str] = {
+    "market.prices.v1": "same event_id (deterministic per source and round)",
+    "settlements.v1": "same event_id",
+    "dex.trades.v1": "same event_id (chain, tx hash, log index)",
+    "liquidity.v1": "same event_id (chain, tx hash, log index)",
+    "transfers.v1": "same event_id (chain, tx hash, log index)",
+    "accounts.profiles.v1": "same account_id and updated_at (Contract.message_id)",
+}
+
 ALERT_TOPICS = ("alerts.margin.v1", "alerts.surveillance.v1", "alerts.compliance.v1")
 
 TABLES: dict[str, type[Contract]] = {

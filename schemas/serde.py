@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from functools import cache
 from typing import Any
 
@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from schemas.codegen import NUMERIC_SCALE, avro_record
 
 _QUANTUM = Decimal(1).scaleb(-NUMERIC_SCALE)
+# NUMERIC holds 38 digits; the default context's 28 fails to quantize values from 1e19 upward.
+_NUMERIC_CTX = Context(prec=40)
 
 
 def to_json(record: BaseModel) -> str:
@@ -55,10 +57,14 @@ def from_avro(model: type[BaseModel], payload: bytes) -> BaseModel:
     return model.model_validate(data)
 
 
+def to_numeric(value: Decimal) -> Decimal:
+    """``value`` at NUMERIC's scale: 9 decimals, rounded half-even as BigQuery does."""
+    return value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=_NUMERIC_CTX)
+
+
 def _arrow_value(value: Any) -> Any:
     if isinstance(value, Decimal):
-        # NUMERIC keeps 9 decimals; round half-even as BigQuery does.
-        return value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+        return to_numeric(value)
     if isinstance(value, BaseModel):
         return {k: _arrow_value(getattr(value, k)) for k in type(value).model_fields}
     if isinstance(value, list):

@@ -7,9 +7,9 @@ smart_contract_vulnerabilities) keep the product spec's column names.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.base import Contract
 from schemas.types import EventTime, Json, Numeric, Timestamp
@@ -105,11 +105,14 @@ class LiquidationPrice(BaseModel):
 class MarginHealthRow(Contract):
     event_time_field = "event_ts"
     key_fields = ("account_id",)
-    doc = "Margin health of one account after a settlement, a zone change or a periodic snapshot."
+    doc = (
+        "Margin health of one account after its settlements of one instant, a zone change or a "
+        "periodic snapshot."
+    )
 
     row_id: str = Field(
         description="Deterministic id: hash of account, event_ts, trigger and the triggering "
-        "settlement id or priced asset."
+        "settlement id (the last, in chain order, of the instant) or priced asset."
     )
     account_id: str = Field(description="The account.")
     event_ts: EventTime = Field(description="Event time of the update.")
@@ -272,7 +275,8 @@ class DeadLetterRow(Contract):
     stage: str = Field(description="Pipeline step that rejected it, e.g. ParsePrices.")
     error_reason: str = Field(description="Short reason code, counted by a Beam counter.")
     error: str = Field(description="The error message.")
-    raw_payload: str = Field(
+    # Kept byte for byte (no whitespace stripping), so a dead letter can be replayed as received.
+    raw_payload: Annotated[str, StringConstraints(strip_whitespace=False)] = Field(
         description="The payload as received (UTF-8 text, or base64 when binary)."
     )
     payload_encoding: Literal["utf-8", "base64", "json"] = Field(

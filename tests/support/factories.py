@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from runners.synthetic.rng import base58check
 from schemas.events import Settlement
+
+
+def tron_address(n: int) -> str:
+    """A valid Tron address (base58check of 0x41 + 20 bytes), distinct per ``n``."""
+    return base58check(b"\x41" + n.to_bytes(20, "big"))
 
 
 def step_labels(pipeline, edges: tuple[str, ...] = ()) -> set[str]:

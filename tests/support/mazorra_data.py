@@ -24,7 +24,10 @@ STUDY_END = datetime.fromtimestamp(1650710999, tz=UTC)
 
 
 def _csv(name: str) -> pd.DataFrame:
-    return pd.read_csv(MAZORRA / f"{name}.csv.gz", dtype=str)
+    df = pd.read_csv(MAZORRA / f"{name}.csv.gz", dtype=str)
+    if "pair" in df:  # the contract lower-cases EVM addresses at parse: key pools the same way
+        df["pair"] = df["pair"].str.lower()
+    return df
 
 
 @cache

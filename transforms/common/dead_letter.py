@@ -37,6 +37,17 @@ _PYDANTIC_REASONS = {
     "absurd_timestamp": "absurd_timestamp",
     "naive_timestamp": "absurd_timestamp",
     "out_of_range": "out_of_range",
+    "greater_than": "out_of_range",
+    "greater_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "string_too_long": "too_large",
+    "too_long": "too_large",
+    "string_too_short": "empty_field",
+    "too_short": "empty_field",
+    "invalid_address": "invalid_address",
+    "invalid_chain_id": "invalid_chain_id",
+    "control_character": "control_character",
 }
 
 
@@ -44,9 +55,9 @@ def reason_from_validation(err: ValidationError) -> str:
     """The reason code of the first error pydantic reports."""
     first = err.errors()[0]
     kind = first["type"]
-    if kind == "non_positive":
+    if kind in ("non_positive", "negative"):
         field = first["loc"][-1] if first["loc"] else "value"
-        return f"non_positive_{field}"
+        return f"{kind}_{field}"
     return _PYDANTIC_REASONS.get(kind, "wrong_type")
 
 

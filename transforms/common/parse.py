@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from schemas.base import Contract
 from schemas.registry import TOPICS
 from schemas.serde import from_avro
+from schemas.types import MAX_EVENT_TIME, MAX_RECORD_BYTES, MIN_EVENT_TIME
 from transforms.common.dead_letter import (
     ALERTS_TAG,
     DEAD_LETTER_TAG,
@@ -55,15 +56,22 @@ def stage_label(topic: str) -> str:
 
 
 def _best_effort_event_time(model: type[Contract], raw: Any) -> datetime | None:
-    """The record's event time for the dead-letter row, when it can be read at all."""
+    """The record's event time for the dead-letter row, when it can be read at all: an aware
+    time in the plausible range, else None (the row then has no event time)."""
     try:
+        if isinstance(raw, bytes | str) and len(raw) > MAX_RECORD_BYTES:
+            return None
         data = json.loads(raw) if isinstance(raw, bytes | str) else raw
         value = data.get(model.event_time_field) if isinstance(data, dict) else None
-        if isinstance(value, str):
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, TypeError, UnicodeDecodeError):
+        if not isinstance(value, str) or len(value) > 40:
+            return None
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            return None
+        when = when.astimezone(UTC)
+        return when if MIN_EVENT_TIME <= when < MAX_EVENT_TIME else None
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
         return None  # an unreadable time is simply unknown on the dead-letter row
-    return None
 
 
 def decode(model: type[Contract], raw: Any, payload_format: str) -> Contract:
@@ -80,6 +88,14 @@ def decode(model: type[Contract], raw: Any, payload_format: str) -> Contract:
     if payload_format == "row":
         return model.model_validate(raw)
     raise ValueError(f"unknown payload format {payload_format!r}; choose one of {PAYLOAD_FORMATS}")
+
+
+class Refused(Exception):
+    """One payload refused, with its dead-letter reason code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
 
 
 class ParseEventFn(beam.DoFn):
@@ -118,20 +134,32 @@ class ParseEventFn(beam.DoFn):
     def process(self, raw):
         self.records_in.inc()
         try:
-            record = decode(self.model, raw, self.payload_format)
-        except ValidationError as err:
-            yield self._dead(raw, reason_from_validation(err), short_message(err))
-            return
-        except (ValueError, UnicodeDecodeError) as err:
-            reason = "invalid_avro" if self.payload_format == "avro" else "invalid_payload"
-            yield self._dead(raw, reason, short_message(err))
-            return
-        asset = getattr(record, "asset", None)
-        if self.known_assets is not None and asset is not None and asset not in self.known_assets:
-            yield self._dead(raw, "unknown_asset", f"asset {asset!r} is not in the asset registry")
+            record = self._decode(raw)
+        except Refused as refusal:
+            yield self._dead(raw, refusal.reason, refusal.message)
             return
         self.records_out.inc()
         yield TimestampedValue(record, Timestamp.from_utc_datetime(record.event_timestamp()))
+
+    def _decode(self, raw: Any) -> Contract:
+        """The typed record, or ``Refused``: no exception from one payload escapes."""
+        if isinstance(raw, bytes | str) and len(raw) > MAX_RECORD_BYTES:
+            raise Refused("too_large", f"record of {len(raw):,} bytes exceeds {MAX_RECORD_BYTES:,}")
+        try:
+            record = decode(self.model, raw, self.payload_format)
+        except ValidationError as err:
+            raise Refused(reason_from_validation(err), short_message(err)) from err
+        except RecursionError as err:
+            raise Refused("invalid_json", "nested too deeply") from err
+        except (ValueError, UnicodeDecodeError) as err:
+            reason = "invalid_avro" if self.payload_format == "avro" else "invalid_payload"
+            raise Refused(reason, short_message(err)) from err
+        except Exception as err:  # any other failure is this payload's, not the run's
+            raise Refused("unparseable", short_message(err)) from err
+        asset = getattr(record, "asset", None)
+        if self.known_assets is not None and asset is not None and asset not in self.known_assets:
+            raise Refused("unknown_asset", f"asset {asset!r} is not in the asset registry")
+        return record
 
 
 class ParseEvents(beam.PTransform):

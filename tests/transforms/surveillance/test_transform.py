@@ -22,7 +22,7 @@ from transforms.surveillance.transform import DetectWashTrades
 from transforms.surveillance.wash_trade import detect_wash_trades
 
 T0 = datetime(2025, 4, 1, 10, tzinfo=UTC)
-POOL, A, FUNDER = "0xpool", "0x" + "a" * 40, "0x" + "f" * 40
+POOL, A, FUNDER = "0x" + "b0" * 20, "0x" + "a" * 40, "0x" + "f" * 40
 E18 = 10**18
 
 

@@ -23,7 +23,7 @@ from transforms.surveillance import wash_trade as wt
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 WINDOW = (T0, T0 + timedelta(days=1))
-POOL = "0xPOOL000000000000000000000000000000000001"
+POOL = "0x" + "0" * 39 + "1"
 A, B, C, D = (f"0x{c * 40}" for c in "abcd")
 _seq = iter(range(10**9))
 
