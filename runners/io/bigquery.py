@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from schemas.codegen import bigquery_fields
 from schemas.registry import TABLES
+from schemas.serde import to_numeric
 
 LOG = logging.getLogger(__name__)
 WRITE_METHODS = ("STORAGE_WRITE_API", "STREAMING_INSERTS", "FILE_LOADS")
@@ -49,7 +50,7 @@ def _bq_value(value: Any, field: dict, json_as_text: bool = True) -> Any:
         return {k: _bq_value(data.get(k), f, json_as_text) for k, f in sub.items()}
     if kind in ("NUMERIC", "BIGNUMERIC"):
         # A decimal string: a float would lose digits (BigQuery NUMERIC has scale 9).
-        return format(Decimal(value).quantize(Decimal("1e-9")).normalize(), "f")
+        return format(to_numeric(Decimal(value)).normalize(), "f")
     if kind == "TIMESTAMP":
         t = value.astimezone(UTC) if isinstance(value, datetime) else value
         return t.strftime("%Y-%m-%d %H:%M:%S.%f UTC")

@@ -799,6 +799,8 @@ class AccountBook:
             pa.array(self.decimals[asset]),
             _join(_const("0x", n), pc.take(tx_of_action, pa.array(action))),
             pa.array(block),
+            pa.array(log_index, pa.int64()),
+            pa.nulls(n, pa.int64()),  # tx_index: the log index orders the block already
             _ts(event_us),
         ]
         return pa.Table.from_arrays(cols, schema=SETTLEMENT_SCHEMA)

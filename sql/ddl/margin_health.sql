@@ -1,6 +1,6 @@
 -- Generated from schemas/ (MarginHealthRow) by `defi-risk schemas generate`; do not edit.
 CREATE TABLE IF NOT EXISTS risk.margin_health (
-  row_id STRING NOT NULL OPTIONS(description="Deterministic id: hash of account, event_ts, trigger and the triggering settlement id or priced asset."),
+  row_id STRING NOT NULL OPTIONS(description="Deterministic id: hash of account, event_ts, trigger and the triggering settlement id (the last, in chain order, of the instant) or priced asset."),
   account_id STRING NOT NULL OPTIONS(description="The account."),
   event_ts TIMESTAMP NOT NULL OPTIONS(description="Event time of the update."),
   trigger STRING NOT NULL OPTIONS(description="Why the row was written: a settlement of the account, a price that moved it to another zone, or the periodic snapshot of every account with debt."),
@@ -14,5 +14,5 @@ CREATE TABLE IF NOT EXISTS risk.margin_health (
 PARTITION BY DATE(event_ts)
 CLUSTER BY account_id
 OPTIONS(
-  description="Margin health of one account after a settlement, a zone change or a periodic snapshot."
+  description="Margin health of one account after its settlements of one instant, a zone change or a periodic snapshot."
 );

@@ -67,7 +67,8 @@ its settlements:
   event of that type, leaving them for warning, healthy or no_debt a ``recovered`` event;
   alerted unless the account's previous alert of that type is less than the cooldown (300 s)
   before;
-- rows: after every applied settlement (trigger settlement, ref its event id; the account is
+- rows: after an account's applied settlements of one instant (trigger settlement, ref the last
+  one's event id, in chain order; the account is
   observed), when a price instant moves an account to another zone (trigger price, ref the
   assets priced at the instant, by name), and every ``--margin-interval-s`` for every account
   with debt (trigger snapshot, the zone not re-observed), the grid starting at the first event;
@@ -162,6 +163,16 @@ def _write(table: pa.Table, output_dir: Path, name: str, day: date) -> None:
     folder = output_dir / name / f"date={day.isoformat()}"
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "part-00000.parquet", compression="zstd")
+
+
+CREDIT_FIRST = {"deposit": 0, "repay": 0, "borrow": 1, "withdraw": 1, "liquidation": 1}
+
+
+def _chain_position(t: pa.Table, column: str) -> np.ndarray:
+    """A block / log / tx index column with nulls (or no column) last."""
+    if column not in t.column_names:
+        return np.full(t.num_rows, 1 << 62, dtype=np.int64)
+    return pc.fill_null(t[column], 1 << 62).to_numpy().astype(np.int64)
 
 
 def _day_start_us(day: date) -> int:
@@ -543,7 +554,8 @@ class Positions:
         return out
 
     def apply(self, t: pa.Table) -> int:
-        """A day of settlements, in (event time, event id) order; returns how many were refused.
+        """A day of settlements, in event-time order and, within an instant, the chain's (block,
+        log index, tx index), credits before debits, then event id; returns how many were refused.
         ``log`` keeps them (time, event id, account, asset, side, signed amount, applied) for the
         margin replay."""
         self.log = {
@@ -561,7 +573,14 @@ class Positions:
         eid = _strings(t["event_id"])
         _, first = np.unique(eid, return_index=True)  # a redelivery within the day: once
         t = t.take(pa.array(np.sort(first)))
-        order = np.lexsort((_strings(t["event_id"]).astype(str), _int64(t["event_time"])))
+        order = np.lexsort(
+            (
+                _strings(t["event_id"]).astype(str),
+                np.array([CREDIT_FIRST[k] for k in _strings(t["kind"]).tolist()]),
+                *(_chain_position(t, c) for c in ("tx_index", "log_index", "block_number")),
+                _int64(t["event_time"]),
+            )
+        )
         t = t.take(pa.array(order))
         acct = self._index(_strings(t["account_id"]), self.account_ix, self.accounts)
         asset = self._index(_strings(t["asset"]), self.asset_ix, self.assets)
@@ -1181,10 +1200,15 @@ def margin_day(ms: MarginState, pos: Positions, start: np.ndarray, prices: pa.Ta
     hi0 = np.where(f >= 0, state[np.maximum(f, 0)] if m else 0, k_n)
     margin_segments(out, tl, ms, acc, cur[0][acc], cur[1][acc], np.ones(len(acc), np.int64), hi0)
     # segment r: after the account's r-th settlement (the settlement's observation first)
+    # one instant, one decision: only an account's last settlement of an instant is observed
+    last_of_instant = np.ones(m, bool)
+    j = np.flatnonzero(same)
+    last_of_instant[by_acct[j]] = s_t[by_acct[j]] != s_t[by_acct[j + 1]]
     for r in range(1, int(rank.max()) + 2 if m else 1):
         i = np.flatnonzero(rank == r - 1)
+        cur[s_side[i], s_acct[i], s_asset[i]] += s_delta[i]
+        i = i[last_of_instant[i]]
         a = s_acct[i]
-        cur[s_side[i], a, s_asset[i]] += s_delta[i]
         hi_r = np.where(nxt[i] >= 0, state[np.maximum(nxt[i], 0)], k_n)
         margin_segments(out, tl, ms, a, cur[0][a], cur[1][a], state[i], hi_r, s_t[i], s_ref[i],
                         seq0=r)  # fmt: skip

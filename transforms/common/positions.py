@@ -20,14 +20,34 @@ import numpy as np
 from schemas.events import Settlement
 
 COLLATERAL_KINDS = {"deposit": 1, "withdraw": -1, "liquidation": -1}
+# Where the chain gives no order, credits go before debits: a deposit and a borrow of one
+# instant never read as a borrow against nothing.
+_CREDIT_FIRST = {"deposit": 0, "repay": 0, "borrow": 1, "withdraw": 1, "liquidation": 1}
+_LAST = 1 << 62
 DEBT_KINDS = {"borrow": 1, "repay": -1}
+# A position above 1e15 tokens of a registered asset (USDT's whole supply is ~1.4e11) is corrupt
+# input; refused, it can never overflow a USD column (feed prices are bounded at 1e10).
+MAX_POSITION_UNITS = Decimal(10**15)
 SEEN_IDS_KEPT = 10_000  # per account: enough for any redelivery window, bounded for state size
+
+
+def settlement_order(s: Settlement) -> tuple:
+    """The order of settlements within one instant: the chain's own (block number, then log
+    index, then transaction index, where present), then credits before debits, and the id last
+    only to be deterministic. Never id order first: ids are hashes."""
+    return (
+        _LAST if s.block_number is None else s.block_number,
+        _LAST if s.log_index is None else s.log_index,
+        _LAST if s.tx_index is None else s.tx_index,
+        _CREDIT_FIRST[s.kind],
+        s.event_id,
+    )
 
 
 @dataclass(frozen=True)
 class Outcome:
     applied: bool
-    reason: str | None = None  # duplicate or negative_balance when not applied
+    reason: str | None = None  # duplicate, negative_balance or out_of_range when not applied
     message: str = ""
 
 
@@ -52,6 +72,12 @@ class PositionBook:
             else (self.debt, DEBT_KINDS[s.kind])
         )
         new = book.get(s.asset, Decimal(0)) + sign * amount
+        if new > MAX_POSITION_UNITS:
+            return Outcome(
+                False,
+                "out_of_range",
+                f"{s.kind} of {amount:.3e} {s.asset} exceeds the position bound",
+            )
         if new < 0:
             side = "collateral" if book is self.collateral else "debt"
             return Outcome(

@@ -59,9 +59,15 @@ from schemas.base import deterministic_id
 from schemas.events import MarginAlert, Settlement
 from schemas.tables import LiquidationPrice, MarginEventRow, MarginHealthRow
 from schemas.types import epoch_micros
-from transforms.common.positions import Outcome, PositionBook
+from transforms.common.positions import Outcome, PositionBook, settlement_order
 from transforms.margin.detector import AccountState, DetectorConfig, observe
-from transforms.margin.health import _CTX, health_of, price_at_factor, threshold_factor
+from transforms.margin.health import (
+    _CTX,
+    health_of,
+    price_at_factor,
+    reachable,
+    threshold_factor,
+)
 
 MICROS = 1_000_000
 STATUS_RANK = {"ok": 0, "degraded": 1, "price_unavailable": 2}
@@ -175,14 +181,17 @@ class MarginShardEngine:
         for t, group in _instants(ticks, until_us):
             # every asset priced at one instant moves together: one revaluation per instant
             events.append((t, 0, "", group))
-        events += [(t, 1, s.event_id, s) for t, s in self._accept(settlements, until_us, out)]
+        # One instant, one decision: an account's settlements of one instant are applied in
+        # chain order and its health evaluated once, after the last of them.
+        for (t, account), group in _instant_groups(self._accept(settlements, until_us, out)):
+            events.append((t, 1, account, group))
         events.sort(key=lambda e: (e[0], e[1], e[2]))
         for t, kind, _, item in events:
             self._snapshots_before(t, out, inclusive=False)
             if kind == 0:
                 self._on_prices(item, out)
             else:
-                self._on_settlement(item, t, out)
+                self._on_settlements(item, t, out)
             self.processed_us = max(self.processed_us or t, t)
         self._snapshots_before(until_us, out, inclusive=True)
         self.processed_us = max(self.processed_us or until_us, until_us)
@@ -222,8 +231,8 @@ class MarginShardEngine:
         snapshots = self._snapshot_times(first, until_us)
 
         by_account: dict[str, list[tuple[int, Settlement]]] = {}
-        for t, s in sorted(accepted, key=lambda e: (e[0], e[1].event_id)):
-            by_account.setdefault(s.account_id, []).append((t, s))
+        for (t, account), group in _instant_groups(accepted):
+            by_account.setdefault(account, []).append((t, group))
         # Accounts without settlements in the batch: positions fixed, screened in blocks.
         quiet = [a for a in sorted(self.books) if a not in by_account]
         rows = np.array([self.row_of[a] for a in quiet], dtype=np.int64)
@@ -295,16 +304,16 @@ class MarginShardEngine:
         """One account through the batch in event-time order: price instants (screened), its
         settlements (after the prices of their instant) and snapshots (after every event at or
         before them)."""
-        timeline = [(t, 1, s) for t, s in its] + [(at, 2, None) for at in snapshots]
-        timeline.sort(key=lambda e: (e[0], e[1]))  # stable: settlements keep their id order
+        timeline = [(t, 1, group) for t, group in its] + [(at, 2, None) for at in snapshots]
+        timeline.sort(key=lambda e: (e[0], e[1]))  # one group of settlements per instant
         k = 0
-        for t, kind, s in timeline:
+        for t, kind, group in timeline:
             end = tape.index_at(t) + 1  # instants at or before t come first
             self._walk_prices(account, k, end, tape, out, screened)
             k = end
             prices, statuses = tape.prices(end - 1), tape.statuses(end - 1)
             if kind == 1:
-                self._on_settlement(s, t, out, prices=prices, statuses=statuses)
+                self._on_settlements(group, t, out, prices=prices, statuses=statuses)
                 screened = None  # positions changed: the block's screen no longer holds
             else:
                 book = self.books.get(account)
@@ -412,30 +421,38 @@ class MarginShardEngine:
 
     # ------------------------------------------------------------------ settlements
 
-    def _on_settlement(
-        self, s: Settlement, t: int, out: MarginOutput, prices=None, statuses=None
+    def _on_settlements(
+        self, group: list[Settlement], t: int, out: MarginOutput, prices=None, statuses=None
     ) -> None:
-        book = self.books.get(s.account_id)
+        """One account's settlements of one instant, in chain order; the health is evaluated
+        once, after the last, so no state between two of them can raise an alert."""
+        account = group[0].account_id
+        book = self.books.get(account)
         if book is None:
-            book = self.books[s.account_id] = PositionBook(s.account_id)
-            self.states[s.account_id] = AccountState()
-            self._new_row(s.account_id)
-        outcome = book.apply(s)
-        if not outcome.applied:
-            out.rejected.append(Rejected(s, outcome))
+            book = self.books[account] = PositionBook(account)
+            self.states[account] = AccountState()
+            self._new_row(account)
+        applied = []
+        for s in group:
+            outcome = book.apply(s)
+            if outcome.applied:
+                applied.append(s)
+                self._sync_row(account, s.asset)
+            else:
+                out.rejected.append(Rejected(s, outcome))
+        if not applied:
             if book.is_closed() and not book.seen:
-                self._drop(s.account_id)  # never opened: keep no state for it
+                self._drop(account)  # never opened: keep no state for it
             return
-        self._sync_row(s.account_id, s.asset)
         if book.is_closed():
-            self.closed_at[s.account_id] = t
+            self.closed_at[account] = t
         else:
-            self.closed_at.pop(s.account_id, None)
+            self.closed_at.pop(account, None)
         self._evaluate(
-            s.account_id,
+            account,
             t,
             "settlement",
-            s.event_id,
+            applied[-1].event_id,
             out,
             observe_zone=True,
             prices=prices,
@@ -594,8 +611,12 @@ class MarginShardEngine:
                     liq.append(
                         {
                             "asset": asset,
-                            "liquidation_price": _q(price_at_factor(qty, debt_usd, other, at_liq)),
-                            "margin_call_price": _q(price_at_factor(qty, debt_usd, other, at_call)),
+                            "liquidation_price": _q(
+                                reachable(price_at_factor(qty, debt_usd, other, at_liq))
+                            ),
+                            "margin_call_price": _q(
+                                reachable(price_at_factor(qty, debt_usd, other, at_call))
+                            ),
                         }
                     )
         row = {
@@ -702,6 +723,18 @@ def float_zone(health: np.ndarray, debt: np.ndarray, thresholds: np.ndarray) -> 
     code[health < liq] = ZONE_CODE["liquidation"]
     code[~(debt > 0)] = ZONE_CODE["no_debt"]
     return code
+
+
+def _instant_groups(
+    accepted: list[tuple[int, Settlement]],
+) -> list[tuple[tuple[int, str], list[Settlement]]]:
+    """((time, account), its settlements in chain order) for each account and instant."""
+    groups: dict[tuple[int, str], list[Settlement]] = {}
+    for t, s in accepted:
+        groups.setdefault((t, s.account_id), []).append(s)
+    for group in groups.values():
+        group.sort(key=settlement_order)
+    return sorted(groups.items(), key=lambda g: g[0])
 
 
 def _instants(ticks: list[PriceTick], until_us: int) -> list[tuple[int, list[PriceTick]]]:

@@ -64,19 +64,26 @@ def to_decimal(value: Number, name: str = "value", *, allow_negative: bool = Fal
 
 
 def health_score(collateral_usd: Number, borrow_usd: Number) -> Decimal | None:
-    """(collateral − borrow) / borrow × 100; positive = over-collateralised, None with no borrow."""
+    """(collateral − borrow) / borrow × 100; positive = over-collateralised, None with no borrow,
+    at most ``HEALTH_CAP``."""
     return health_of(
         to_decimal(collateral_usd, "collateral_usd"), to_decimal(borrow_usd, "borrow_usd")
     )
 
 
+# Dust debt against real collateral gives astronomic scores (1 ETH against 1e-36 ETH: 1e38).
+# Beyond this the score says nothing more and would not fit the NUMERIC column: it is capped,
+# far above every threshold, so no zone changes.
+HEALTH_CAP = Decimal(10**15)
+
+
 def health_of(collateral: Decimal, borrow: Decimal) -> Decimal | None:
     """``health_score`` of amounts already checked (finite, non-negative Decimals): the margin
-    engine's hot path, which values millions of rows in a backfill."""
+    engine's hot path, which values millions of rows in a backfill. Capped at ``HEALTH_CAP``."""
     if borrow == 0:
         return None
     with localcontext(_CTX):
-        return (collateral - borrow) / borrow * _HUNDRED
+        return min((collateral - borrow) / borrow * _HUNDRED, HEALTH_CAP)
 
 
 def validate_thresholds(
@@ -141,6 +148,16 @@ def threshold_factor(threshold: Decimal) -> Decimal:
     """1 + threshold/100: the collateral-to-debt ratio at which health equals ``threshold``."""
     with localcontext(_CTX):
         return 1 + threshold / _HUNDRED
+
+
+# A liquidation price above this (dust collateral against real debt) is never reached by any
+# feed (their circuit breakers stop at 1e10 USD) and would not fit NUMERIC: it is reported as null.
+UNREACHABLE_PRICE = Decimal(10**15)
+
+
+def reachable(price: Decimal) -> Decimal | None:
+    """``price``, or None when no market can reach it (above ``UNREACHABLE_PRICE``)."""
+    return None if price > UNREACHABLE_PRICE else price
 
 
 def price_at_factor(q: Decimal, debt: Decimal, other: Decimal, factor: Decimal) -> Decimal:

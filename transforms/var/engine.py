@@ -17,6 +17,7 @@ historical methods scale the one-bucket figure by sqrt(h), an approximation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -25,7 +26,13 @@ import numpy as np
 from schemas.base import deterministic_id
 from schemas.events import Settlement
 from schemas.tables import PortfolioVarRow
-from transforms.common.positions import Outcome, PositionBook, exposure_matrix
+from schemas.types import NUMERIC_LIMIT
+from transforms.common.positions import (
+    Outcome,
+    PositionBook,
+    exposure_matrix,
+    settlement_order,
+)
 from transforms.var import measures
 
 MICROS = 1_000_000
@@ -82,6 +89,9 @@ class VarShardEngine:
     closes: dict[str, dict[int, float]] = field(default_factory=dict)
     next_end_us: int | None = None  # end of the first bucket not yet valued
     emit_columns: bool = False  # backfill: ``advance`` returns VarColumns, not row models
+    # Valuations no NUMERIC column can hold (absurd closes): not rows, but dead letters; the
+    # caller drains the list after each ``advance``.
+    unrepresentable: list[dict] = field(default_factory=list)
 
     def bucket_end(self, t_us: int) -> int:
         b = self.config.bucket_s * MICROS
@@ -96,7 +106,7 @@ class VarShardEngine:
         t = {id(s): int(s.event_time.timestamp() * MICROS) for s in settlements}
         now_s = sorted(
             (s for s in settlements if self.bucket_end(t[id(s)]) <= until_us),
-            key=lambda s: (t[id(s)], s.event_id),
+            key=lambda s: (t[id(s)], settlement_order(s)),
         )
         later_s = [s for s in settlements if self.bucket_end(t[id(s)]) > until_us]
         now_c = [c for c in closes if c.bucket_end_us <= until_us]
@@ -148,7 +158,7 @@ class VarShardEngine:
 
     def _value(self, end: int) -> list[PortfolioVarRow]:
         cols = self.value_columns(end)
-        return [] if cols is None else rows_of(cols, self.config)
+        return [] if cols is None else rows_of(cols, self.config, self.unrepresentable)
 
     def value_columns(self, end: int) -> VarColumns | None:
         """Every open account's VaR and ES at ``end``, for every method, as arrays (None when
@@ -191,10 +201,22 @@ class VarColumns:
     results: dict[str, tuple[np.ndarray, np.ndarray]]  # method -> (var, es)
 
 
-def rows_of(cols: VarColumns, cfg: VarConfig) -> list[PortfolioVarRow]:
+def rows_of(
+    cols: VarColumns, cfg: VarConfig, unrepresentable: list[dict] | None = None
+) -> list[PortfolioVarRow]:
+    """The rows of a valuation; one whose numbers are not finite or beyond NUMERIC goes to
+    ``unrepresentable`` instead (a row that fails its schema would stop the stage)."""
     out = []
     for method, (var, es) in cols.results.items():
         for account, e, v, x in zip(cols.accounts, cols.exposure, var, es, strict=True):
+            value = float(e.sum())
+            if not all(math.isfinite(n) and abs(n) < _NUMERIC_FLOAT for n in (value, v, x)):
+                if unrepresentable is not None:
+                    unrepresentable.append(
+                        {"account_id": account, "as_of_us": cols.end_us, "method": method,
+                         "portfolio_value_usd": value, "var_usd": float(v), "es_usd": float(x)}
+                    )  # fmt: skip
+                continue
             out.append(
                 _row(
                     account,
@@ -209,6 +231,9 @@ def rows_of(cols: VarColumns, cfg: VarConfig) -> list[PortfolioVarRow]:
                 )  # fmt: skip
             )
     return out
+
+
+_NUMERIC_FLOAT = float(NUMERIC_LIMIT) / 10  # margin for the 6-decimal rounding of _row
 
 
 def _var_es(

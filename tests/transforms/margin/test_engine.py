@@ -263,3 +263,45 @@ def test_bad_configs_fail_loudly():
         MarginConfig(detector=DetectorConfig(margin_call=Decimal(60)))
     with pytest.raises(ValueError, match=">= 0"):
         MarginConfig(snapshot_s=-1)
+
+
+# ------------------------------------------------------------- one instant, one decision
+
+
+def same_instant_pairs(n: int, seed: int, chain_order: bool):
+    """n accounts, each opening with a deposit and a borrow in one block (one event time), with
+    hash-like ids in random order; with ``chain_order`` the borrow's log index comes after."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        account, second = f"acct-{i:04d}", 1 + i % 50
+        dep = eth(f"{rng.getrandbits(128):032x}", account, "deposit", "10", second)
+        bor = usdc(f"{rng.getrandbits(128):032x}", account, "borrow", "15000", second)
+        if chain_order:
+            dep = dep.model_copy(update={"block_number": 100 + second, "log_index": 3})
+            bor = bor.model_copy(update={"block_number": 100 + second, "log_index": 7})
+        out += [dep, bor]
+    rng.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize("chain_order", [True, False])
+@pytest.mark.parametrize("method", ["advance", "advance_batch"])
+def test_a_deposit_and_borrow_of_one_instant_never_alert_whatever_their_ids(chain_order, method):
+    settlements = same_instant_pairs(1000, seed=16, chain_order=chain_order)
+    ticks = [tick("ETH", "3000", 0), tick("USDC", "1", 0)]
+    eng = MarginShardEngine(NO_SNAP)
+    out, _, _ = getattr(eng, method)(settlements, ticks, epoch_micros(at(100)))
+    assert out.rejected == [] and out.events == [] and out.alerts == []
+    # one evaluation per account and instant, after both settlements: health 100, not -100
+    assert len(out.health) == 1000
+    assert {(r.zone, r.health_score) for _, r in out.health} == {("healthy", Decimal(100))}
+
+
+def test_a_borrow_ordered_before_its_deposit_by_the_chain_is_still_one_decision():
+    # the chain order puts the borrow first (an odd but valid block): the account is judged
+    # after both, so there is no liquidation at -100 in between
+    dep = eth("b" * 32, "acct", "deposit", "10", 1).model_copy(update={"block_number": 5, "log_index": 9})  # fmt: skip
+    bor = usdc("a" * 32, "acct", "borrow", "15000", 1).model_copy(update={"block_number": 5, "log_index": 2})  # fmt: skip
+    _, out = run([dep, bor], [tick("ETH", "3000", 0), tick("USDC", "1", 0)])
+    assert out.alerts == [] and [r.health_score for _, r in out.health] == [Decimal(100)]

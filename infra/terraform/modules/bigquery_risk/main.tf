@@ -25,7 +25,7 @@ locals {
       partition_expiration_days = null
     }
     margin_health = {
-      description               = "Margin health of one account after a settlement, a zone change or a periodic snapshot."
+      description               = "Margin health of one account after its settlements of one instant, a zone change or a periodic snapshot."
       partition_field           = "event_ts"
       clustering                = ["account_id"]
       partition_expiration_days = null
