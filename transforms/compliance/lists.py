@@ -13,6 +13,11 @@ Every load becomes a ``ListVersion`` (version id, effective date, frozen set of 
 entries); ``diff(old, new)`` gives the additions and removals as change events, and
 ``SanctionsIndex(version).lookup(chain_id, address)`` is the matcher.
 
+Unparsable rows are never skipped silently: each is a ``RowError`` (file, line, what is wrong).
+The parsers and loaders append them to ``errors=`` when given, and raise ``ListParseError``
+otherwise. ``validate_version(new, previous, ...)`` says why a version must not become current
+(row errors, 0 addresses, or more than ``max_shrink`` of the previous version's addresses gone).
+
 Normalisation (``normalise_address``), keyed on the address alone, whatever asset OFAC filed it
 under:
 
@@ -33,6 +38,7 @@ Benchmark: ``.venv/bin/python -m tests.benchmarks.bench_sanctions``
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import re
@@ -58,6 +64,14 @@ _CASHADDR_RE = re.compile(r"^(bitcoincash:)?[qp][" + _BECH32_CHARS + r"]{41}$")
 _CSV_ADDRESS_RE = re.compile(r"Digital Currency Address - ([A-Za-z0-9]+)\s+([^\s;]+)")
 _CASE_INSENSITIVE_CHAINS = ("eip155:",)
 _CASE_SENSITIVE_CHAINS = ("tron:", "solana:")
+# Every published address format is alphanumeric (plus the ``bitcoincash:`` prefix).
+_ADDRESS_CHARS_RE = re.compile(r"[A-Za-z0-9:]+")
+_XML_POSITION_RE = re.compile(r": line \d+, column \d+$")
+SDN_FIELDS = 12  # ent_num, SDN_Name, ..., Remarks
+COMMENTS_FIELDS = 2  # ent_num, Remarks continuation
+REMARKS_CUT = 1000  # sdn.csv cuts Remarks here; sdn_comments.csv holds the rest
+DEFAULT_MAX_SHRINK = 0.2
+MAX_ROW_ERRORS_SHOWN = 10
 
 
 # ---------------------------------------------------------------- normalisation
@@ -89,6 +103,46 @@ def normalise_address(address: str, kind: str | None = None) -> str | None:
     return address
 
 
+# ---------------------------------------------------------------- row errors
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One unparsable row of a list file: the file, its 1-based line and what is wrong."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+def row_error_lines(errors: Iterable[RowError], shown: int = MAX_ROW_ERRORS_SHOWN) -> list[str]:
+    """One line per row error, the first ``shown`` of them, then "and N more"."""
+    errors = list(errors)
+    lines = [str(e) for e in errors[:shown]]
+    if len(errors) > shown:
+        lines.append(f"and {len(errors) - shown} more unparsable rows")
+    return lines
+
+
+class ListParseError(ValueError):
+    """A list file with unparsable rows, raised when the caller does not collect them."""
+
+    def __init__(self, errors: Iterable[RowError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("; ".join(row_error_lines(self.errors)))
+
+
+def _report(found: list[RowError], errors: list[RowError] | None) -> None:
+    found.sort(key=lambda e: (e.file, e.line))  # CSV read errors are found before shape errors
+    if errors is not None:
+        errors.extend(found)
+    elif found:
+        raise ListParseError(found)
+
+
 # ---------------------------------------------------------------- raw pairs
 
 
@@ -105,7 +159,12 @@ class ListedAddress:
 def _read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as e:  # gzip's own errors do not name the file
+        raise ValueError(f"{path}: not a readable gzip file ({e})") from e
 
 
 def _local(tag: str) -> str:
@@ -144,9 +203,22 @@ def _primary_name(profile: ET.Element) -> str | None:
     return None
 
 
-def parse_advanced_xml(path: str | Path) -> tuple[date | None, list[ListedAddress]]:
-    """(DateOfIssue, every digital-currency address feature) of an SDN advanced XML file."""
-    root = ET.fromstring(_read_bytes(path))
+def parse_advanced_xml(
+    path: str | Path, *, errors: list[RowError] | None = None
+) -> tuple[date | None, list[ListedAddress]]:
+    """(DateOfIssue, every digital-currency address feature) of an SDN advanced XML file.
+
+    A file that is not well-formed XML is one ``RowError`` at the parser's line, and no items.
+    """
+    try:
+        root = ET.fromstring(_read_bytes(path))
+    except ET.ParseError as e:
+        line, column = e.position
+        message = _XML_POSITION_RE.sub("", str(e))
+        _report(
+            [RowError(str(path), line, f"XML parse error: {message} (column {column})")], errors
+        )
+        return None, []
     types = address_feature_types(root)
     out: list[ListedAddress] = []
     for party in root.iter():
@@ -169,9 +241,32 @@ def parse_advanced_xml(path: str | Path) -> tuple[date | None, list[ListedAddres
     return _date_of_issue(root), out
 
 
-def _csv_rows(path: str | Path) -> list[list[str]]:
+def _csv_rows(path: str | Path, found: list[RowError]) -> list[tuple[int, list[str]]]:
+    """(line where the row starts, fields) of each non-blank row; unreadable rows go to
+    ``found``. Strict, so a stray quote is an error rather than a silently merged field."""
     text = _read_bytes(path).decode("utf-8", errors="replace").rstrip("\x1a")
-    return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return rows
+        except csv.Error as e:
+            found.append(RowError(str(path), start, f"unreadable CSV row: {e}"))
+        else:
+            if any(f.strip() for f in row):
+                rows.append((start, row))
+        start = reader.line_num + 1
+
+
+def _shape_problem(row: list[str], width: int) -> str | None:
+    if len(row) != width:
+        return f"expected {width} fields, got {len(row)}"
+    if not row[0].strip().isdigit():
+        return f"ent_num {row[0].strip()[:40]!r} is not a number"
+    return None
 
 
 def _field(value: str) -> str:
@@ -180,39 +275,83 @@ def _field(value: str) -> str:
 
 
 def parse_sdn_csv(
-    sdn_csv: str | Path, comments_csv: str | Path | None = None
+    sdn_csv: str | Path,
+    comments_csv: str | Path | None = None,
+    *,
+    errors: list[RowError] | None = None,
 ) -> list[ListedAddress]:
     """Addresses in the legacy ``sdn.csv`` Remarks, joined with their ``sdn_comments.csv`` tail.
 
     Without the comments file the Remarks cut at 1,000 characters leaves address fragments.
+    Row errors: a row that is not 12 fields (2 in the comments file) with a numeric ent_num, an
+    extracted value that is not an address, or an address feature with no address after it.
     """
+    found: list[RowError] = []
     extended: dict[str, str] = {}
     if comments_csv is not None:
-        for row in _csv_rows(comments_csv):
-            if len(row) >= 2:
-                extended[row[0].strip()] = extended.get(row[0].strip(), "") + row[1]
+        for line, row in _csv_rows(comments_csv, found):
+            problem = _shape_problem(row, COMMENTS_FIELDS)
+            if problem:
+                found.append(RowError(str(comments_csv), line, problem))
+                continue
+            extended[row[0].strip()] = extended.get(row[0].strip(), "") + row[1]
     out: list[ListedAddress] = []
-    for row in _csv_rows(sdn_csv):
-        if len(row) < 12:
+    for line, row in _csv_rows(sdn_csv, found):
+        problem = _shape_problem(row, SDN_FIELDS)
+        if problem:
+            found.append(RowError(str(sdn_csv), line, problem))
             continue
         ent_num = row[0].strip()
         remarks = (row[11] if _field(row[11]) else "") + extended.get(ent_num, "")
         name = _field(row[1]) or None
-        for asset, address in _CSV_ADDRESS_RE.findall(remarks):
+        matches = _CSV_ADDRESS_RE.findall(remarks)
+        for asset, address in matches:
             address = address.rstrip(".")
-            if address:
-                out.append(ListedAddress(asset, address, ent_num, name))
+            if not _ADDRESS_CHARS_RE.fullmatch(address):
+                found.append(
+                    RowError(
+                        str(sdn_csv), line, f"{asset} value {address[:60]!r} is not an address"
+                    )
+                )
+                continue
+            out.append(ListedAddress(asset, address, ent_num, name))
+        # A Remarks cut at 1,000 characters with no comments file may end mid-feature: that is
+        # the documented fragment case, not a row error.
+        cut = comments_csv is None and len(row[11]) >= REMARKS_CUT
+        missing = remarks.count(FEATURE_PREFIX) - len(matches)
+        if missing > 0 and not cut:
+            found.append(
+                RowError(str(sdn_csv), line, f"{missing} '{FEATURE_PREFIX}...' without an address")
+            )
+    _report(found, errors)
     return out
 
 
-def parse_address_lists(directory: str | Path) -> list[ListedAddress]:
-    """The ``sanctioned_addresses_<ASSET>.txt`` files of a directory (one address a line)."""
+def parse_address_lists(
+    directory: str | Path, *, errors: list[RowError] | None = None
+) -> list[ListedAddress]:
+    """The ``sanctioned_addresses_<ASSET>.txt`` files of a directory (one address a line).
+
+    A missing directory raises ``FileNotFoundError``; a line that is not one alphanumeric value
+    (spaces, commas, markup, bytes that are not UTF-8) is a row error.
+    """
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such lists directory", str(directory))
+    found: list[RowError] = []
     out: list[ListedAddress] = []
     for path in sorted(Path(directory).glob("sanctioned_addresses_*.txt*")):
         asset = path.name.removeprefix("sanctioned_addresses_").split(".", 1)[0]
-        for line in _read_bytes(path).decode().splitlines():
-            if line.strip():
-                out.append(ListedAddress(asset, line.strip()))
+        text = _read_bytes(path).decode("utf-8", errors="replace")
+        # split("\n"), not splitlines(): line numbers as an editor counts them
+        for n, line in enumerate(text.split("\n"), 1):
+            value = line.strip()
+            if not value:
+                continue
+            if not _ADDRESS_CHARS_RE.fullmatch(value):
+                found.append(RowError(str(path), n, f"{value[:60]!r} is not an address"))
+                continue
+            out.append(ListedAddress(asset, value))
+    _report(found, errors)
     return out
 
 
@@ -307,26 +446,82 @@ def build_version(
     return ListVersion(version_id, effective_date, source, entries, tuple(invalid))
 
 
-def load_xml(path: str | Path, effective_date: date | None = None) -> ListVersion:
-    issued, items = parse_advanced_xml(path)
+def load_xml(
+    path: str | Path,
+    effective_date: date | None = None,
+    *,
+    errors: list[RowError] | None = None,
+) -> ListVersion:
+    found: list[RowError] = []
+    issued, items = parse_advanced_xml(path, errors=found)
     eff = effective_date or issued
+    if found and (errors is None or eff is None):
+        raise ListParseError(found)  # not collected, or nothing to date a version by
     if eff is None:
         raise ValueError(f"{path}: no DateOfIssue; pass effective_date")
+    _report(found, errors)
     return build_version(items, eff, source=f"xml:{Path(path).name}")
 
 
 def load_csv(
-    sdn_csv: str | Path, comments_csv: str | Path | None, effective_date: date
+    sdn_csv: str | Path,
+    comments_csv: str | Path | None,
+    effective_date: date,
+    *,
+    errors: list[RowError] | None = None,
 ) -> ListVersion:
     return build_version(
-        parse_sdn_csv(sdn_csv, comments_csv), effective_date, source=f"csv:{Path(sdn_csv).name}"
+        parse_sdn_csv(sdn_csv, comments_csv, errors=errors),
+        effective_date,
+        source=f"csv:{Path(sdn_csv).name}",
     )
 
 
-def load_lists(directory: str | Path, effective_date: date) -> ListVersion:
+def load_lists(
+    directory: str | Path, effective_date: date, *, errors: list[RowError] | None = None
+) -> ListVersion:
     return build_version(
-        parse_address_lists(directory), effective_date, source=f"lists:{Path(directory).name}"
+        parse_address_lists(directory, errors=errors),
+        effective_date,
+        source=f"lists:{Path(directory).name}",
     )
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_version(
+    new: ListVersion,
+    previous: ListVersion | None,
+    *,
+    max_shrink: float = DEFAULT_MAX_SHRINK,
+    allow_shrink: bool = False,
+    row_errors: Iterable[RowError] = (),
+) -> list[str]:
+    """Why ``new`` must not become the current list, one line each (empty: it may).
+
+    - any unparsable row (the first ten, then "and N more");
+    - 0 addresses, always: an empty list screens every transfer clear (``allow_shrink`` does
+      not override it);
+    - more than ``max_shrink`` (a fraction) of ``previous``'s addresses absent from ``new``,
+      unless ``allow_shrink`` (a real mass delisting).
+    """
+    if not 0 <= max_shrink <= 1:
+        raise ValueError(f"max_shrink must be a fraction in [0, 1], got {max_shrink}")
+    problems = row_error_lines(row_errors)
+    name = new.source or new.version_id
+    if not new.entries:
+        problems.append(f"{name}: 0 addresses; an empty list would screen every transfer clear")
+    elif previous is not None and previous.entries and not allow_shrink:
+        lost = len(previous.keys - new.keys)
+        share = lost / len(previous.keys)
+        if share > max_shrink:
+            problems.append(
+                f"{name}: {lost} of the {len(previous.keys)} addresses of "
+                f"{previous.version_id} are gone ({share:.1%} > max shrink {max_shrink:.1%}); "
+                "--allow-shrink accepts a real mass delisting"
+            )
+    return problems
 
 
 # ---------------------------------------------------------------- change events

@@ -9,6 +9,9 @@ GCS.
 Without ``--sanctions_store`` the pipeline screens against the two real list snapshots bundled in
 ``data/ofac`` beside this module (effective 2024-09-27 and 2025-11-19, see its SOURCE.md): fine for
 local runs and replays of those dates, stale for anything live.
+
+``check_versions`` refuses a store with no version or with a version of 0 addresses: screening
+against it would clear every transfer, so the pipeline stops instead.
 """
 
 from __future__ import annotations
@@ -30,8 +33,28 @@ class SanctionsStoreError(ValueError):
     pass
 
 
+def check_versions(versions: list[ListVersion], store: str) -> list[ListVersion]:
+    """``versions`` when the pipeline may screen against them, else a one-line
+    ``SanctionsStoreError``: no version, or any version with 0 addresses (in force, it would
+    screen every transfer of its period clear)."""
+    if not versions:
+        raise SanctionsStoreError(
+            f"the sanctions list store {store!r} holds no version; "
+            "load one with `defi-risk sanctions load`"
+        )
+    for v in versions:
+        if not v.entries:
+            raise SanctionsStoreError(
+                f"the sanctions list store {store!r}: version {v.version_id} (effective "
+                f"{v.effective_date}) holds 0 addresses and would screen every transfer clear; "
+                "remove it from index.json and reload the list"
+            )
+    return versions
+
+
 def bundled_versions() -> list[ListVersion]:
-    return [load_lists(BUNDLED_DIR / d, eff) for d, eff in BUNDLED_LISTS.items()]
+    versions = [load_lists(BUNDLED_DIR / d, eff) for d, eff in BUNDLED_LISTS.items()]
+    return check_versions(versions, str(BUNDLED_DIR))
 
 
 def version_to_dict(v: ListVersion) -> dict:

@@ -76,7 +76,12 @@ from transforms.compliance.screening import (
     transfer_order,
     transfer_us,
 )
-from transforms.compliance.store import SanctionsStoreError, bundled_versions, version_from_dict
+from transforms.compliance.store import (
+    SanctionsStoreError,
+    bundled_versions,
+    check_versions,
+    version_from_dict,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -453,12 +458,11 @@ def read_store(store: str) -> list[ListVersion]:
             "`defi-risk sanctions load --xml sdn_advanced.xml --store DIR`"
         )
     index = _read_json(index_path)
-    if not index:
-        raise SanctionsStoreError(f"the sanctions list store {store!r} holds no version")
-    return [
+    versions = [
         version_from_dict(_read_json(FileSystems.join(root, "versions", f"{v['version_id']}.json")))
         for v in index
     ]
+    return check_versions(versions, store)  # no version or an empty one: stop, never all-clear
 
 
 class ReadStoreFn(beam.DoFn):

@@ -14,9 +14,12 @@ import pytest
 from tests.support.paths import DATA
 from transforms.compliance.lists import (
     ListedAddress,
+    ListParseError,
+    RowError,
     SanctionsIndex,
     build_version,
     diff,
+    load_csv,
     load_lists,
     load_xml,
     normalise_address,
@@ -24,6 +27,7 @@ from transforms.compliance.lists import (
     parse_address_lists,
     parse_advanced_xml,
     parse_sdn_csv,
+    validate_version,
 )
 from transforms.compliance.store import BUNDLED_DIR
 
@@ -274,3 +278,123 @@ def test_diff_from_nothing_adds_everything_and_ids_are_stable(v2025):
 def test_xml_and_lists_versions_hold_the_same_entries(v2025, v2025_lists):
     assert v2025.keys == v2025_lists.keys
     assert v2025.pair_count == v2025_lists.pair_count == 758
+
+
+# ---------------------------------------------------------------- row errors and validation
+
+BTC = "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"
+
+
+def sdn_row(ent: int, remarks: str) -> str:
+    """One legacy sdn.csv row (12 fields), the Remarks quoted."""
+    return f'{ent},"NAME {ent}",-0- ,"CYBER2",' + "-0- ," * 7 + f'"{remarks}"'
+
+
+def test_csv_row_errors_carry_the_line_where_each_row_starts(tmp_path):
+    path = tmp_path / "sdn.csv"
+    lines = [
+        sdn_row(1, f"Digital Currency Address - XBT {BTC}."),  # line 1
+        sdn_row(2, "a remark\nover two lines"),  # lines 2-3
+        '3,"SHORT",-0- ',  # line 4: 3 fields
+        sdn_row(5, "Digital Currency Address - ETH 0xabc,def"),  # line 5: not an address
+        sdn_row(6, "alt. Digital Currency Address - XBT ;"),  # line 6: a feature, no address
+        'x7,"A",' + "-0- ," * 9 + '"-0-"',  # line 7: ent_num is not a number
+        sdn_row(8, 'a "bad" quote'),  # line 8: a stray quote inside a quoted field
+    ]
+    path.write_text("\r\n".join(lines) + "\r\n")
+    errors: list[RowError] = []
+    items = parse_sdn_csv(path, errors=errors)
+    assert pairs(items) == {("XBT", BTC)}
+    assert [e.line for e in errors] == [4, 5, 6, 7, 8]
+    assert str(errors[0]) == f"{path}:4: expected 12 fields, got 3"
+    assert "not an address" in errors[1].message and "without an address" in errors[2].message
+    # not collected: raised, naming file and line
+    with pytest.raises(ListParseError, match=f"{path}:4: expected 12 fields"):
+        parse_sdn_csv(path)
+    with pytest.raises(ListParseError):
+        load_csv(path, None, date(2025, 1, 1))
+
+
+def test_comments_csv_row_errors_name_the_comments_file(tmp_path):
+    sdn, comments = tmp_path / "sdn.csv", tmp_path / "sdn_comments.csv"
+    sdn.write_text(sdn_row(1, "Digital Currency Address - XBT") + "\n")
+    comments.write_text(f'1," {BTC}"\n2\n')  # the Remarks' tail
+    errors: list[RowError] = []
+    assert pairs(parse_sdn_csv(sdn, comments, errors=errors)) == {("XBT", BTC)}
+    assert [str(e) for e in errors] == [f"{comments}:2: expected 2 fields, got 1"]
+    # the real excerpts' comments file lacks one cut row's tail: that row is an error
+    errors = []
+    parse_sdn_csv(SDN_CSV, comments, errors=errors)
+    assert [e.line for e in errors if e.file == str(SDN_CSV)] == [33]
+
+
+def test_the_real_files_have_no_row_errors():
+    for comments in (None, COMMENTS):
+        errors: list[RowError] = []
+        parse_sdn_csv(SDN_CSV, comments, errors=errors)
+        assert errors == []
+    for directory in (LISTS_2024, LISTS_2025):
+        errors = []
+        parse_address_lists(directory, errors=errors)
+        assert errors == []
+
+
+def test_xml_parse_error_gives_its_line(tmp_path):
+    path = tmp_path / "sdn.xml"
+    path.write_text('<?xml version="1.0"?>\n<Sanctions>\n  <DateOfIssue>\n  <oops\n</Sanctions>\n')
+    errors: list[RowError] = []
+    assert parse_advanced_xml(path, errors=errors) == (None, [])
+    assert len(errors) == 1 and errors[0].line == 5
+    assert str(errors[0]).startswith(f"{path}:5: XML parse error: ")
+    # collected with a date: an empty version and the error; without a date: raised
+    errors = []
+    assert not load_xml(path, date(2025, 1, 1), errors=errors).entries and len(errors) == 1
+    with pytest.raises(ListParseError, match=f"{path}:5: XML parse error"):
+        load_xml(path, errors=[])
+
+
+def test_address_list_lines_that_are_not_addresses_are_row_errors(tmp_path):
+    (tmp_path / "sanctioned_addresses_XBT.txt").write_text(f"{BTC}\n\n<html>\n{BTC} extra\n")
+    errors: list[RowError] = []
+    assert pairs(parse_address_lists(tmp_path, errors=errors)) == {("XBT", BTC)}
+    path = tmp_path / "sanctioned_addresses_XBT.txt"
+    assert [(e.file, e.line) for e in errors] == [(str(path), 3), (str(path), 4)]
+    with pytest.raises(FileNotFoundError, match="no such lists directory"):
+        parse_address_lists(tmp_path / "missing")
+
+
+def test_validate_version_refuses_an_empty_list_even_with_allow_shrink(v2024):
+    empty = build_version([], date(2025, 1, 1), source="lists:empty")
+    for previous in (None, v2024):
+        (problem,) = validate_version(empty, previous, allow_shrink=True)
+        assert problem.startswith("lists:empty: 0 addresses")
+
+
+def test_validate_version_refuses_a_list_that_lost_half_unless_allowed(v2024):
+    keys = sorted(v2024.keys)
+    half = build_version(
+        [ListedAddress("X", k) for k in keys[::2]], date(2025, 1, 1), source="lists:half"
+    )
+    (problem,) = validate_version(half, v2024)
+    assert f"320 of the {len(keys)} addresses of {v2024.version_id} are gone" in problem
+    assert "49.9% > max shrink 20.0%" in problem
+    assert validate_version(half, v2024, allow_shrink=True) == []
+    assert validate_version(half, v2024, max_shrink=0.5) == []
+    assert validate_version(half, None) == []  # a first load has nothing to shrink from
+    with pytest.raises(ValueError, match="max_shrink"):
+        validate_version(half, v2024, max_shrink=20)
+
+
+def test_validate_version_accepts_the_real_2025_update(v2024, v2025_lists):
+    # 90 of 641 addresses delisted (14 %): under the default 20 %
+    assert validate_version(v2025_lists, v2024) == []
+
+
+def test_validate_version_lists_ten_row_errors_then_the_count(v2025_lists):
+    errors = [RowError("sdn.csv", n, "expected 12 fields, got 3") for n in range(1, 26)]
+    problems = validate_version(v2025_lists, None, row_errors=errors)
+    assert problems[:2] == [
+        "sdn.csv:1: expected 12 fields, got 3",
+        "sdn.csv:2: expected 12 fields, got 3",
+    ]
+    assert len(problems) == 11 and problems[-1] == "and 15 more unparsable rows"
