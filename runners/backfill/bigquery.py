@@ -25,6 +25,12 @@ written, ``BigQueryPublisher.publish`` puts the chunk's days into the target tab
    anywhere before redoes the chunk, and redoing it is harmless (the load truncates, the script
    deletes the chunk's scope before inserting).
 
+A day counts as published when its marker names this destination and agrees with the staging
+files it was published from (``files.scan_days``, as for a local output): the driver checks that
+the rows ``publish`` returns per table are the rows the chunk's markers record, and a staging
+file deleted, truncated or rewritten since makes a rerun recompute the day and publish it again
+(which replaces it). What BigQuery holds is not checked: nothing offline can.
+
 Scopes: the rows of a processed day D are not all stamped on day D. For a chunk of days
 D1..Dn, with lo = D1 00:00 UTC and hi = (Dn + 1 day) 00:00 UTC (``chunk_scope_sql``):
 
@@ -78,7 +84,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from runners.backfill.files import PRICES, STATE_DIR, TABLES, BackfillError, partition
+from runners.backfill.files import PRICES, STATE_DIR, TABLES, BackfillError, one_line, table_file
 from schemas.codegen import SCHEMA_DIR, arrow_schema
 from schemas.registry import TABLES as TABLE_MODELS
 
@@ -501,10 +507,15 @@ class BigQueryPublisher:
         try:
             with pq.ParquetWriter(out, schema, compression="zstd") as writer:
                 for day in days:
-                    part = partition(root, table, day) / "part-00000.parquet"
+                    part = table_file(root, table, day)
                     if not part.exists():
                         raise BackfillError(f"{table} for {day} was not written ({part})")
-                    rows = pq.read_table(part, schema=schema)
+                    try:
+                        rows = pq.read_table(part, schema=schema)
+                    except (OSError, pa.ArrowException) as e:
+                        raise BackfillError(
+                            f"{table} for {day} cannot be read ({part}): {one_line(e)}"
+                        ) from e
                     check_scope(table, rows, days)
                     if rows.num_rows:
                         writer.write_table(rows)

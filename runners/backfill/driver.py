@@ -7,12 +7,16 @@
         --output bq://my-project.risk --staging-dir /data/bf-staging
 
 The driver: days are processed in chunks (``--chunk-days``) of consecutive days, one Beam
-pipeline per chunk (``graph.build_chunk``) on the local runner (``--workers`` processes). When a
-chunk's pipeline has finished (and, for a bq:// output, ``bigquery.BigQueryPublisher`` has
-published it), each of its days gets a marker (``files.marker_path``). A rerun skips marked days
-of the same fingerprint and destination, so a killed run resumes at the first unmarked day.
-Days before ``--start`` that the input holds are replayed without being written: positions need
-every settlement since the first, and VaR needs the window of closes before the start.
+pipeline per chunk (``graph.build_chunk``) on the local runner (``--workers`` processes). A
+chunk's markers are removed before it runs; when its pipeline has finished (and, for a bq://
+output, ``bigquery.BigQueryPublisher`` has published it), each of its days gets a marker
+(``files.write_marker``) naming its partitions with their rows and sizes. A rerun skips the days
+whose marker (same fingerprint and destination) still agrees with their partitions
+(``files.scan_days``); the others are recomputed, and those that had a marker are reported as
+repaired, with the reason. A killed run resumes at the first day not done, from the latest intact
+engine state before it. Days before ``--start`` that the input holds are replayed without being
+written: positions need every settlement since the first, and VaR needs the window of closes
+before the start.
 ``runners/backfill/README.md`` has the whole story: layout, resume, BigQuery, figures.
 """
 
@@ -27,19 +31,23 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 
 from runners.backfill.bigquery import BigQueryPublisher, is_bigquery_uri, parse_bq_uri
 from runners.backfill.config import BackfillConfig
 from runners.backfill.files import (
     TABLES,
     BackfillError,
+    CorruptFile,
     day_events,
-    done_days,
+    describe_day,
     input_days,
     marker_path,
-    partition,
+    one_line,
+    scan_days,
+    state_days,
     state_path,
+    verify_state,
+    write_marker,
 )
 from runners.backfill.graph import build_chunk
 from runners.direct import local_pipeline_options
@@ -78,21 +86,54 @@ def chunks(days: list[date], size: int) -> Iterator[list[date]]:
 
 def run_chunk(
     cfg: BackfillConfig, fingerprint: str, days: list[date], resume_from: date | None
-) -> dict:
-    """One Beam pipeline over consecutive days; returns {day: {table: rows}} and counters."""
+) -> dict[date, dict[str, dict]]:
+    """One Beam pipeline over consecutive days; returns {day: {table: {path, rows, bytes}}}
+    for the days it wrote, what their markers record."""
     opts = local_pipeline_options(num_workers=cfg.workers)
-    written: dict[date, dict[str, int]] = {d: {} for d in days if d >= cfg.start}
+    out_days = [d for d in days if d >= cfg.start]
+    # The markers of the days about to be rewritten go first: a run killed (or failing) half-way
+    # through leaves them not done, never marked done over files of another run.
+    for d in out_days:
+        marker_path(cfg.output_dir, d).unlink(missing_ok=True)
     with beam.Pipeline(options=opts) as p:
         build_chunk(p, cfg, fingerprint, days, resume_from)
     # Rows per table-day, from the files just written (the counters of multi-process runs do
     # not come back reliably; the files are the truth).
-    for d, counts in written.items():
-        for table in TABLES:
-            part = partition(cfg.output_dir, table, d) / "part-00000.parquet"
-            if not part.exists():
-                raise BackfillError(f"{table} for {d} was not written")
-            counts[table] = pq.ParquetFile(part).metadata.num_rows
-    return written
+    return {d: describe_day(cfg.output_dir, d) for d in out_days}
+
+
+def state_problem(cfg: BackfillConfig, fingerprint: str, day: date) -> str | None:
+    """Why the engines' state after ``day`` cannot be resumed from (None: every shard's file is
+    there and matches its checksum). Each bad file is logged as a warning."""
+    shards = [("var", s) for s in range(cfg.var_shards)]
+    shards += [("margin", s) for s in range(cfg.margin_shards)]
+    for kind, shard in shards:
+        path = state_path(cfg.output_dir, fingerprint, day, shard, kind)
+        try:
+            verify_state(path)
+        except CorruptFile as e:
+            LOG.warning("backfill: ignoring resume state %s: %s", path, one_line(e))
+            return f"{path.name}: {one_line(e)}"
+    return None
+
+
+def resume_point(cfg: BackfillConfig, fingerprint: str, first: date, earliest: date) -> date | None:
+    """The latest day before ``first`` whose engine state is intact for every shard, or None
+    (replay from the first input day).
+
+    State is saved at the end of each chunk, and the state after day D is the state after D-1
+    advanced by D's events: resuming from an older intact state and replaying the days since
+    gives the same engines, so a missing, truncated or altered state file only costs a replay
+    from the chunk end before it (or from the first input day). Continuing from a state that
+    does not match its checksum, or from a new engine in the middle of the history, would give
+    wrong rows without any error, so it is never done."""
+    for day in reversed(state_days(cfg.output_dir, fingerprint)):
+        if earliest <= day < first and state_problem(cfg, fingerprint, day) is None:
+            return day
+    return None
+
+
+MAX_REPAIR_LINES = 20
 
 
 _ON_BAR = {"open": False}  # a bar is drawn and its line not yet ended
@@ -126,46 +167,44 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print, publisher=
         )
     fp = cfg.fingerprint()
     destination = publisher.destination if publisher is not None else None
-    done = set() if cfg.force else done_days(cfg.output_dir, fp, destination)
+    done, repairs = set(), {}
+    if not cfg.force:
+        done, repairs = scan_days(cfg.output_dir, fp, wanted, destination)
     pending = [d for d in wanted if d not in done]
     summary = {"days": len(wanted), "skipped": len(wanted) - len(pending), "written": 0,
-               "rows": dict.fromkeys(TABLES, 0), "fingerprint": fp}  # fmt: skip
+               "rows": dict.fromkeys(TABLES, 0), "fingerprint": fp,
+               "repaired": {d.isoformat(): r for d, r in sorted(repairs.items())}}  # fmt: skip
+    for d, reason in sorted(repairs.items())[:MAX_REPAIR_LINES]:
+        say(f"{d}: {reason}; recomputing")
+    if len(repairs) > MAX_REPAIR_LINES:
+        say(f"... and {len(repairs) - MAX_REPAIR_LINES} more day(s) to repair (summary: repaired)")
     if not pending:
         say(f"all {len(wanted)} days are done (fingerprint {fp}); --force recomputes them")
         return summary
     if publisher is not None:
         publisher.check_targets()  # before hours of computing
-    first = pending[0]
-    # Resume from saved state when the day before the first pending one has it.
-    prev = first - timedelta(days=1)
-    has_state = all(
-        state_path(cfg.output_dir, fp, prev, s).exists() for s in range(cfg.var_shards)
-    ) and all(
-        state_path(cfg.output_dir, fp, prev, s, "margin").exists() for s in range(cfg.margin_shards)
-    )
-    warm_from = first if has_state else available[0]
-    todo = [d for d in available if warm_from <= d <= cfg.end]
+    # Replay from the latest intact engine state before the first day to write (else from the
+    # first input day), up to the last day to write: done days after it are left alone, done
+    # days on the way are written again (identically) and marked again.
+    resume = resume_point(cfg, fp, pending[0], available[0])
+    todo = [d for d in available if (resume is None or d > resume) and d <= pending[-1]]
     progress = Progress(total_days=len(wanted), done_days=len(wanted) - len(pending))
     say(
         f"backfill {cfg.start}..{cfg.end}: {len(pending)} day(s) to write, "
-        f"{summary['skipped']} already done; replaying from {warm_from}"
+        f"{summary['skipped']} already done; replaying from {todo[0]}"
+        + (f" (engine state of {resume})" if resume is not None else "")
     )
-    resume = prev if has_state else None
     for chunk in chunks(todo, cfg.chunk_days):
         written = run_chunk(cfg, fp, chunk, resume)
         resume = chunk[-1]
         if publisher is not None and written:
             # Published before the markers: a crash in between redoes the chunk, harmlessly.
-            publisher.publish(cfg.output_dir, sorted(written))
-        for d, counts in sorted(written.items()):
-            marker = marker_path(cfg.output_dir, d)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            content = {"fingerprint": fp, "rows": counts}
-            if destination is not None:
-                content["destination"] = destination
-            marker.write_text(json.dumps(content, sort_keys=True))
-            for t, n in counts.items():
-                summary["rows"][t] = summary["rows"].get(t, 0) + n
+            published = publisher.publish(cfg.output_dir, sorted(written))
+            check_published(published, written)
+        for d, files in sorted(written.items()):
+            write_marker(cfg.output_dir, d, fp, files, destination)
+            for t, f in files.items():
+                summary["rows"][t] = summary["rows"].get(t, 0) + f["rows"]
             summary["written"] += 1
             progress.done_days += 1 if d in pending else 0
         progress.events += sum(day_events(cfg.input_dir, d) for d in chunk)
@@ -174,6 +213,19 @@ def backfill(cfg: BackfillConfig, say: Callable[[str], None] = print, publisher=
         summary["bigquery"] = publisher.summary()
     summary["seconds"] = round(time.perf_counter() - progress.started, 2)
     return summary
+
+
+def check_published(published: dict[str, int], written: dict[date, dict[str, dict]]) -> None:
+    """The rows the publisher committed per table are the rows the markers will record (the
+    part of "published" that can be checked without asking BigQuery)."""
+    for table in TABLES:
+        local = sum(files[table]["rows"] for files in written.values())
+        if published.get(table, 0) != local:
+            days = f"{min(written)}..{max(written)}"
+            raise BackfillError(
+                f"{table}: {published.get(table, 0)} row(s) published for {days}, but the day "
+                f"files hold {local}; no marker written, a rerun publishes the days again"
+            )
 
 
 def output_of(args) -> tuple[str, object | None]:

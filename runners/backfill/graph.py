@@ -32,12 +32,14 @@ from runners.backfill.files import (
     SCRATCH,
     SETTLEMENTS,
     BackfillError,
-    partition,
+    CorruptFile,
+    load_state,
     read_day,
+    save_state,
     state_path,
+    table_file,
     write_atomic,
 )
-from runners.io.files import write_bytes_atomic
 from transforms.common.columns import settlements_of
 from transforms.common.dead_letter import make_dead_letter
 from transforms.common.keys import shard_of
@@ -91,17 +93,23 @@ class ShardDaysFn(beam.DoFn):
         self.days, self.resume_from = days, resume_from
 
     def restore(self, shard: int, new_engine: Callable[[], object]):
-        if self.resume_from is not None:
-            path = state_path(
-                self.cfg.output_dir, self.fingerprint, self.resume_from, shard, self.kind
-            )
-            if path.exists():
-                return pickle.loads(path.read_bytes())
-        return new_engine()
+        """The engine after ``resume_from`` (None: a new one, the replay starts at the first
+        input day). The driver resumes only from state it has verified; state that is missing
+        or does not match its checksum here stops the chunk rather than continuing from a new
+        (wrong) engine."""
+        if self.resume_from is None:
+            return new_engine()
+        path = state_path(self.cfg.output_dir, self.fingerprint, self.resume_from, shard, self.kind)
+        try:
+            return pickle.loads(load_state(path))
+        except (CorruptFile, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+            raise BackfillError(
+                f"cannot resume from {path}: {e} (a rerun replays from intact state)"
+            ) from e
 
     def save(self, shard: int, engine) -> None:
         path = state_path(self.cfg.output_dir, self.fingerprint, self.days[-1], shard, self.kind)
-        write_bytes_atomic(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), path)
+        save_state(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), path)
 
     def settlements(self, day: date, shard: int, shards: int) -> list:
         table = read_day(self.cfg.input_dir, SETTLEMENTS, day)
@@ -140,7 +148,7 @@ def day_ticks(cfg: BackfillConfig, day: date) -> list:
     if key not in _TICKS:
         _TICKS.clear()  # one day at a time: bounded memory
         root = cfg.output_dir if day >= cfg.start else Path(cfg.output_dir) / SCRATCH
-        table = pq.read_table(partition(root, "prices", day) / "part-00000.parquet")
+        table = pq.read_table(table_file(root, "prices", day))
         _TICKS[key] = price_ticks(table)
     return _TICKS[key]
 

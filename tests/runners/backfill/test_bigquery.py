@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -41,6 +42,7 @@ from runners.backfill.files import (
     BackfillError,
     marker_path,
     partition,
+    table_file,
 )
 from runners.local.warehouse import create_table_sql
 from runners.synthetic.bulk import generate_history
@@ -623,6 +625,45 @@ def test_a_failed_transaction_writes_no_marker_and_the_rerun_publishes_the_chunk
     summary = backfill(config(history, staging), say=lambda _m: None, publisher=publisher(again))
     assert summary["skipped"] == 1 and summary["written"] == 2 and len(again.queries) == 2
     assert_target_is_the_day_files_plus_foreign(con, staging, dict.fromkeys(TABLES, []))
+
+
+def test_a_damaged_staging_file_makes_its_day_computed_and_published_again(published, tmp_path):
+    """A day counts as published when its marker names the destination and agrees with the
+    staging files it was published from: a file deleted since is recomputed (from the engine
+    state of the day before) and published again, replacing the day's rows."""
+    staging = Path(shutil.copytree(published["staging"], tmp_path / "staging"))
+    con = duck_with_targets()  # as published from these files (earlier tests rewrote them)
+    for table in TABLES:
+        foreign = [row for kind, row in SEEDS[table] if kind == FOREIGN]
+        insert(con, table, foreign + day_rows(staging, table, DAYS).to_pylist())
+    table_file(staging, "margin_events", DAYS[1]).unlink()
+    client = RecordingClient(duck=con, staging_dir=staging)
+    lines: list[str] = []
+    summary = backfill(
+        config(published["history"], staging), say=lines.append, publisher=publisher(client)
+    )
+    assert summary["repaired"] == {str(DAYS[1]): "margin_events partition missing"}
+    assert f"{DAYS[1]}: margin_events partition missing; recomputing" in lines
+    assert summary["written"] == 1 and len(client.queries) == 1
+    assert bqm.ts_literal(midnight(DAYS[1])) in client.queries[0]["sql"]
+    assert bqm.ts_literal(midnight(DAYS[0])) not in client.queries[0]["sql"]
+    assert_target_is_the_day_files_plus_foreign(con, staging)
+    marker = json.loads(marker_path(staging, DAYS[1]).read_text())
+    assert marker["destination"] == TARGET.uri
+    assert (
+        marker["files"]["margin_events"]["path"]
+        == f"margin_events/date={DAYS[1]}/part-00000.parquet"
+    )
+
+
+def test_markers_are_not_written_when_the_published_rows_differ_from_the_day_files():
+    from runners.backfill.driver import check_published
+
+    files = {t: {"path": "x", "rows": 2, "bytes": 1} for t in TABLES}
+    written = {DAYS[0]: files, DAYS[1]: files}
+    check_published(dict.fromkeys(TABLES, 4), written)
+    with pytest.raises(BackfillError, match="prices: 3 row.*day files hold 4"):
+        check_published({**dict.fromkeys(TABLES, 4), "prices": 3}, written)
 
 
 # ------------------------------------------------------------------------ errors, retries

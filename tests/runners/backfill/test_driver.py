@@ -6,7 +6,9 @@ pytest tests/runners/backfill/test_driver.py
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +24,15 @@ import pytest
 
 from runners.backfill import config as backfill_config
 from runners.backfill.config import BackfillConfig
-from runners.backfill.driver import backfill
-from runners.backfill.files import BackfillError, marker_path
+from runners.backfill.driver import backfill, resume_point
+from runners.backfill.files import (
+    BackfillError,
+    marker_path,
+    scan_days,
+    state_path,
+    table_file,
+    write_marker,
+)
 from runners.local.run import run_local
 from runners.synthetic.bulk import generate_history
 
@@ -231,7 +240,10 @@ def test_a_killed_run_resumes_where_it_stopped(history, clean, tmp_path):
     assert 3 <= done < 10, done  # killed mid-run
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert summary["skipped"] == done and summary["written"] == 10 - done
+    # Markers are written day by day after each 2-day chunk (Jan 3-4, 5-6, ...): a kill between
+    # a chunk's two markers leaves its first day done, but the engines resume from the chunk
+    # before, so that day is written again.
+    assert summary["skipped"] == done and summary["written"] == 10 - done + done % 2
     assert "days" in resumed.stdout and "ETA" in resumed.stdout  # progress lines
     same(tables(out), tables(clean[0]))
 
@@ -305,3 +317,153 @@ def test_the_code_version_is_part_of_the_fingerprint(tmp_path, monkeypatch):
     before = cfg.fingerprint()
     monkeypatch.setattr(backfill_config, "CODE_VERSION", backfill_config.CODE_VERSION + 1)
     assert cfg.fingerprint() != before
+
+
+# ------------------------------------------------------------------ what "done" means, repair
+# The clean run replays from Jan 1 in chunks of 4 days: engine state after Jan 4, 8 and 12.
+def damaged_copy(clean, tmp_path: Path) -> Path:
+    """A copy of the clean run's output, to damage."""
+    return Path(shutil.copytree(clean[0], tmp_path / "out"))
+
+
+def test_a_deleted_partition_is_recomputed_and_reported(history, clean, tmp_path):
+    out = damaged_copy(clean, tmp_path)
+    day = date(2024, 1, 6)
+    table_file(out, "margin_health", day).unlink()
+    lines: list[str] = []
+    summary = backfill(config(history, out), say=lines.append)
+    assert f"{day}: margin_health partition missing; recomputing" in lines
+    assert summary["repaired"] == {str(day): "margin_health partition missing"}
+    # from the Jan 4 engine state, up to the damaged day: Jan 5 and 6 written again
+    assert summary["skipped"] == 9 and summary["written"] == 2
+    assert any("replaying from 2024-01-05 (engine state of 2024-01-04)" in m for m in lines)
+    same(tables(out), tables(clean[0]))
+    again = backfill(config(history, out), say=lambda _m: None)
+    assert again["skipped"] == 10 and again["repaired"] == {}
+
+
+def test_a_truncated_or_rewritten_partition_is_recomputed(history, clean, tmp_path):
+    out = damaged_copy(clean, tmp_path)
+    cut = table_file(out, "prices", date(2024, 1, 10))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a copy cut in half
+    short = table_file(out, "portfolio_var", date(2024, 1, 11))
+    var = pq.read_table(short)
+    pq.write_table(var.slice(0, var.num_rows // 2), short)  # a valid file, rows missing
+    lines: list[str] = []
+    summary = backfill(config(history, out), say=lines.append)
+    repaired = summary["repaired"]
+    assert sorted(repaired) == ["2024-01-10", "2024-01-11"]
+    assert repaired["2024-01-10"].startswith("prices partition unreadable (")
+    assert repaired["2024-01-11"] == (
+        f"portfolio_var partition has {var.num_rows // 2} rows, the marker says {var.num_rows}"
+    )
+    assert any(m.startswith("2024-01-10: prices partition unreadable") for m in lines)
+    assert summary["written"] == 3  # Jan 9-11, from the Jan 8 state
+    same(tables(out), tables(clean[0]))
+
+
+def test_corrupt_markers_are_warnings_and_their_days_are_recomputed(
+    history, clean, tmp_path, caplog
+):
+    out = damaged_copy(clean, tmp_path)
+    garbage, truncated = marker_path(out, date(2024, 1, 9)), marker_path(out, date(2024, 1, 10))
+    garbage.write_bytes(b"\x00\xff\x13 not a marker")
+    truncated.write_text(truncated.read_text()[:40])
+    with caplog.at_level(logging.WARNING, logger="runners.backfill"):
+        summary = backfill(config(history, out), say=lambda _m: None)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("\n" not in m for m in warned)
+    assert any(str(garbage) in m and "not UTF-8" in m for m in warned)
+    assert any(str(truncated) in m and "not JSON" in m for m in warned)
+    assert summary["repaired"] == dict.fromkeys(
+        ["2024-01-09", "2024-01-10"], "day marker unreadable"
+    )
+    assert summary["written"] == 2
+    same(tables(out), tables(clean[0]))
+    for day in (date(2024, 1, 9), date(2024, 1, 10)):  # rewritten whole
+        assert json.loads(marker_path(out, day).read_text())["files"]["prices"]["rows"] == 5760
+
+
+def test_corrupt_resume_state_is_a_warning_and_the_replay_starts_from_intact_state(
+    history, clean, tmp_path, caplog
+):
+    """The Jan 10 repair would resume from the Jan 8 state; one of its shard files is garbage,
+    so the engines are rebuilt from the Jan 4 state (the chunk end before), never from the bad
+    file or from new engines."""
+    out = damaged_copy(clean, tmp_path)
+    cfg = config(history, out)
+    fp = cfg.fingerprint()
+    bad = state_path(out, fp, date(2024, 1, 8), 0, "var")
+    bad.write_bytes(b"garbage, not a pickle")
+    table_file(out, "margin_events", date(2024, 1, 10)).unlink()
+    lines: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="runners.backfill"):
+        summary = backfill(cfg, say=lines.append)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and str(bad) in warned[0] and "checksum" in warned[0]
+    assert any("replaying from 2024-01-05 (engine state of 2024-01-04)" in m for m in lines)
+    assert summary["written"] == 6  # Jan 5-10
+    same(tables(out), tables(clean[0]))
+
+
+def test_the_resume_point_is_the_latest_intact_state(history, clean, tmp_path, caplog):
+    """Without running a pipeline: state files truncated, garbled or without their checksum are
+    skipped (a warning each); no intact state means a replay from the first input day."""
+    out = damaged_copy(clean, tmp_path)
+    cfg = config(history, out)
+    fp = cfg.fingerprint()
+    first = date(2024, 1, 1)
+    assert resume_point(cfg, fp, date(2024, 1, 12), first) == date(2024, 1, 8)
+    assert resume_point(cfg, fp, date(2024, 1, 8), first) == date(2024, 1, 4)
+    margin = state_path(out, fp, date(2024, 1, 8), 1, "margin")
+    margin.write_bytes(margin.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="runners.backfill"):
+        assert resume_point(cfg, fp, date(2024, 1, 12), first) == date(2024, 1, 4)
+        Path(f"{state_path(out, fp, date(2024, 1, 4), 2, 'var')}.sha256").unlink()
+        assert resume_point(cfg, fp, date(2024, 1, 12), first) is None
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(margin) in m for m in warned)
+    assert any("var-shard-2.pkl" in m and "no checksum" in m for m in warned)
+
+
+def test_a_worker_never_continues_from_bad_state(history, clean, tmp_path):
+    """Should state go bad between the driver's check and a worker's restore, the chunk stops:
+    it does not continue from a new engine."""
+    from runners.backfill.graph import VarShardDaysFn
+
+    out = damaged_copy(clean, tmp_path)
+    cfg = config(history, out)
+    fp, day = cfg.fingerprint(), date(2024, 1, 8)
+    fn = VarShardDaysFn(cfg, fp, [date(2024, 1, 9)], day)
+    assert fn.restore(0, lambda: None) is not None
+    state_path(out, fp, day, 0, "var").write_bytes(b"\x80\x05garbage")
+    with pytest.raises(BackfillError, match="cannot resume from .*var-shard-0.pkl"):
+        fn.restore(0, lambda: None)
+    state_path(out, fp, day, 1, "var").unlink()
+    with pytest.raises(BackfillError, match="var-shard-1.pkl: missing"):
+        fn.restore(1, lambda: None)
+
+
+def test_markers_of_the_previous_format_still_count_and_are_written_whole(
+    clean, tmp_path, monkeypatch
+):
+    out = damaged_copy(clean, tmp_path)
+    fp = json.loads(marker_path(out, FIRST).read_text())["fingerprint"]
+    days = list(pd.date_range(FIRST, LAST).date)
+    for day in days:  # the format before: fingerprint and rows only
+        marker = json.loads(marker_path(out, day).read_text())
+        marker_path(out, day).write_text(json.dumps({"fingerprint": fp, "rows": marker["rows"]}))
+    assert scan_days(out, fp, days) == (set(days), {})
+    table_file(out, "dead_letter", FIRST).unlink()
+    assert scan_days(out, fp, days) == (set(days[1:]), {FIRST: "dead_letter partition missing"})
+    # a marker write cut short leaves the previous marker whole, and no temporary file
+    before = marker_path(out, LAST).read_bytes()
+
+    def crash(*_a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_marker(out, LAST, fp, {})
+    assert marker_path(out, LAST).read_bytes() == before
+    assert not list(marker_path(out, LAST).parent.glob(".*tmp*"))
