@@ -12,14 +12,25 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 
-from pipelines.options import RiskPipelineOptions
+from pipelines.options import require_valid
 from pipelines.stages import PIPELINE_TOPICS, stages_for
 from schemas.registry import ALERT_TOPICS, INPUT_TOPICS
 from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG
+from transforms.common.dedup import DropDuplicates
 from transforms.common.parse import ParseEvents, stage_label
 
 # Streams whose records carry an ``asset`` that must be priceable.
 ASSET_CHECKED_TOPICS = ("market.prices.v1", "settlements.v1")
+# Topics whose copies are dropped right after parsing (``duplicate`` dead letters), so every
+# stage reading them sees each message once. Prices and settlements are not among them: their
+# stages order each feed's and account's events and refuse a redelivery themselves
+# (``duplicate_update``, ``duplicate``), and they carry most of the volume.
+DEDUP_TOPICS = ("dex.trades.v1", "liquidity.v1", "transfers.v1", "accounts.profiles.v1")
+
+
+def dedup_label(topic: str) -> str:
+    """The step label of a topic's duplicate filter: ParseDexTrades -> DedupDexTrades."""
+    return "Dedup" + stage_label(topic).removeprefix("Parse")
 
 
 def topics_for(pipeline: str) -> tuple[str, ...]:
@@ -36,7 +47,7 @@ def build(
     ``sources`` maps an input topic to a PCollection of raw payloads (bytes/str for json and avro,
     dicts for row). Topics of the chosen pipeline that are missing from ``sources`` are skipped.
     """
-    opts = options.view_as(RiskPipelineOptions)
+    opts = require_valid(options)  # every option in range before a stage is made
     streaming = options.view_as(StandardOptions).streaming
     unknown = set(sources) - set(INPUT_TOPICS)
     if unknown:
@@ -53,6 +64,10 @@ def build(
         )
         streams[topic] = parsed[MAIN_TAG]
         dead_letters.append(parsed[DEAD_LETTER_TAG])
+        if topic in DEDUP_TOPICS:
+            once = streams[topic] | dedup_label(topic) >> DropDuplicates(topic, streaming)
+            streams[topic] = once[MAIN_TAG]
+            dead_letters.append(once[DEAD_LETTER_TAG])
 
     tables: dict[str, list[PCollection]] = {}
     alerts: dict[str, list[PCollection]] = {}

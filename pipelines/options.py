@@ -1,14 +1,28 @@
-"""Pipeline options: every knob with a default, choices where they apply, and a help text."""
+"""Pipeline options: every knob with a default, choices where they apply, and a help text.
+
+``validate(options)`` checks the type and range of every field (pure, all problems at once, one
+line each naming the option, the value and the allowed range); ``build()`` runs it on every run
+mode, and the local run runs it, with ``check_files`` and ``unknown_options``, before its output
+directory is touched. A new option needs its entry in ``_RANGES`` or its own rule there.
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.compliance.policy import load_policy
+from transforms.compliance.policy import PolicyError, load_policy
 from transforms.margin.detector import DetectorConfig
 from transforms.margin.engine import MarginConfig
-from transforms.prices.oracles import load_registry
-from transforms.var.engine import VarConfig
+from transforms.prices.oracles import RegistryError, load_registry
+from transforms.var.engine import METHODS, VarConfig
 
 PIPELINES = ("all", "risk", "surveillance", "compliance")
 
@@ -234,3 +248,278 @@ class RiskPipelineOptions(PipelineOptions):
             return tuple(a.strip() for a in self.known_assets.split(",") if a.strip())
 
         return load_registry(self.feed_registry).assets()
+
+
+# ------------------------------------------------------------------------------- validation
+class OptionsError(ValueError):
+    """Pipeline options out of range or of the wrong type. ``problems`` holds one line per
+    problem (``--option=value: the allowed range``); the message is all of them on one line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid pipeline options: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class _Spec:
+    dest: str
+    flag: str
+    type: Callable[[str], Any] | None
+    choices: tuple | None
+    default: Any
+
+
+class _Recorder:
+    """Stands in for the argparse parser to read the option definitions of a class."""
+
+    def __init__(self):
+        self.specs: dict[str, _Spec] = {}
+
+    def add_argument(self, *names, **kw):
+        flag = next(n for n in names if n.startswith("--"))
+        dest = kw.get("dest") or flag[2:].replace("-", "_")
+        choices = tuple(kw["choices"]) if kw.get("choices") else None
+        self.specs[dest] = _Spec(dest, flag, kw.get("type"), choices, kw.get("default"))
+
+
+def _specs() -> dict[str, _Spec]:
+    recorder = _Recorder()
+    RiskPipelineOptions._add_argparse_args(recorder)
+    return recorder.specs
+
+
+class _ParseProblem(Exception):
+    pass
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing the usage and exiting."""
+
+    def error(self, message):
+        raise _ParseProblem(message)
+
+    def add_value_provider_argument(self, *args, **kwargs):  # Beam's templated options
+        self.add_argument(*args, **kwargs)
+
+
+class _AsText:
+    """A parser's ``add_argument`` without types and choices (the values stay text)."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+    def add_argument(self, *names, **kw):
+        kw.pop("type", None)
+        kw.pop("choices", None)
+        self.parser.add_argument(*names, **kw)
+
+
+def _raw_values(options: PipelineOptions | Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The value of every RiskPipelineOptions field, without Beam's parser (which prints its
+    usage and exits on a value of the wrong type): strings as given on the command line, typed
+    values where they were set in Python (keyword overrides, assignments to a view)."""
+    specs = _specs()
+    if isinstance(options, PipelineOptions):
+        # Beam keeps the command line in ``_flags`` and overrides (and values already read
+        # through a view, typed) in ``_all_options``; a view reads the latter first.
+        flags = list(getattr(options, "_flags", None) or [])
+        overrides = dict(getattr(options, "_all_options", None) or {})
+    else:
+        flags, overrides = list(options), {}
+    parser = _RaisingParser(allow_abbrev=False, add_help=False)
+    for spec in specs.values():
+        parser.add_argument(spec.flag, dest=spec.dest, default=argparse.SUPPRESS)
+    problems: list[str] = []
+    try:
+        given, _ = parser.parse_known_args(flags)
+        values = vars(given)
+    except _ParseProblem as exc:
+        values, problems = {}, [str(exc)]
+    values.update({k: v for k, v in overrides.items() if k in specs})
+    return {d: values.get(d, s.default) for d, s in specs.items()}, problems
+
+
+_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _number(value: Any, kind: type) -> int | float | None:
+    """``value`` as an int or a finite float, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = kind(value.strip())
+        except ValueError:
+            return None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _items(text: str) -> list[str]:
+    """A comma-separated list without its empty entries (as ``var_config``/``assets`` read it)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _show(value: Any) -> str:
+    """A value as given, quoted only when it is empty, padded or not text."""
+    if isinstance(value, str) and value and value == value.strip() and " " not in value:
+        return value
+    return repr(value)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        d = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return d if d.is_finite() else None
+
+
+# option -> (int or float, in range?, the allowed range in words, may it be None?)
+_RANGES: dict[str, tuple[type, Callable[[Any], bool], str, bool]] = {
+    "price_grace_s": (int, lambda v: v >= 0, "an integer >= 0 (seconds)", True),
+    "max_conf_ratio": (float, lambda v: 0 < v <= 1, "a number in (0, 1]", True),
+    "min_price_sources": (int, lambda v: v >= 1, "an integer >= 1", False),
+    "price_window_seconds": (int, lambda v: v >= 1, "an integer >= 1 (seconds)", False),
+    "max_price_deviation_bps": (float, lambda v: v > 0, "a number > 0 (basis points)", True),
+    "var_level": (float, lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.99", False),
+    "es_level": (float, lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.975", False),
+    "var_horizon_days": (int, lambda v: v >= 1, "an integer >= 1 (days)", False),
+    "var_window": (int, lambda v: v >= 2, "an integer >= 2 (returns)", False),
+    "var_min_scenarios": (int, lambda v: v >= 2, "an integer >= 2 (returns)", False),
+    "var_shards": (int, lambda v: v >= 1, "an integer >= 1", False),
+    "margin_shards": (int, lambda v: v >= 1, "an integer >= 1", False),
+    "margin_cooldown_s": (int, lambda v: v >= 0, "an integer >= 0 (seconds)", False),
+    "margin_snapshot_s": (int, lambda v: v >= 0, "an integer >= 0 (seconds; 0: off)", False),
+    "margin_allowed_lateness_s": (int, lambda v: v >= 0, "an integer >= 0 (seconds)", False),
+    "sanctions_poll_minutes": (float, lambda v: v >= 0, "a number >= 0 (minutes; 0: off)", False),
+    "compliance_shards": (int, lambda v: v >= 1, "an integer >= 1", False),
+    "compliance_allowed_lateness_s": (int, lambda v: v >= 0, "an integer >= 0 (seconds)", False),
+}
+_MARGIN_LEVELS = ("margin_liquidation", "margin_call", "margin_warning")  # ascending
+_PATHS = ("feed_registry", "policy", "sanctions_store")
+
+
+def validate(options: PipelineOptions | Sequence[str]) -> list[str]:
+    """Every problem of the RiskPipelineOptions values of ``options`` (a PipelineOptions, any
+    view, or a command line), one line each naming the option, the value and the allowed range;
+    [] when all hold. Pure: reads no file (``check_files`` loads the files options name), so
+    ``build()`` runs it on every run mode before a stage is made."""
+    specs = _specs()
+    values, problems = _raw_values(options)
+
+    def bad(dest: str, allowed: str) -> None:
+        problems.append(f"{specs[dest].flag}={_show(values[dest])}: must be {allowed}")
+
+    for dest, spec in specs.items():
+        if spec.choices and values[dest] not in spec.choices:
+            bad(dest, f"one of {', '.join(map(str, spec.choices))}")
+    typed: dict[str, Any] = {}
+    for dest, (kind, ok, allowed, optional) in _RANGES.items():
+        if optional and values[dest] is None:
+            continue
+        n = _number(values[dest], kind)
+        if n is None or not ok(n):
+            bad(dest, allowed)
+        else:
+            typed[dest] = n
+    if "var_window" in typed and typed.get("var_min_scenarios", 0) > typed["var_window"]:
+        problems.append(
+            f"--var_min_scenarios={_show(values['var_min_scenarios'])}: must be at most "
+            f"--var_window ({typed['var_window']}), or no VaR is ever written"
+        )
+
+    methods = values["var_methods"]
+    names = _items(methods) if isinstance(methods, str) else []
+    known = f"a comma-separated list of {', '.join(METHODS)} (each at most once)"
+    if not names or any(m not in METHODS for m in names) or len(set(names)) != len(names):
+        bad("var_methods", known)
+
+    assets = values["known_assets"]
+    if assets not in (None, ""):
+        symbols = _items(assets) if isinstance(assets, str) else []
+        if not symbols or not all(_SYMBOL.match(a) for a in symbols):
+            bad("known_assets", "comma-separated asset symbols, e.g. BTC,ETH")
+
+    levels = {d: _decimal(values[d]) for d in (*_MARGIN_LEVELS, "margin_band")}
+    for dest, level in levels.items():
+        if level is None:
+            bad(dest, "a decimal number (a health score in %)")
+    if levels["margin_band"] is not None and levels["margin_band"] < 0:
+        bad("margin_band", "a decimal number >= 0 (health points)")
+    low, mid, high = (levels[d] for d in _MARGIN_LEVELS)
+    if None not in (low, mid, high) and not low < mid < high:
+        problems.append(
+            f"--margin_liquidation={_show(values['margin_liquidation'])}, --margin_call="
+            f"{_show(values['margin_call'])}, --margin_warning={_show(values['margin_warning'])}: "
+            "must satisfy liquidation < margin_call < warning"
+        )
+
+    for dest in _PATHS:
+        if values[dest] is not None and (not isinstance(values[dest], str) or not values[dest]):
+            bad(dest, "a path")
+    if typed.get("sanctions_poll_minutes", 0) > 0 and not values["sanctions_store"]:
+        problems.append(
+            f"--sanctions_poll_minutes={_show(values['sanctions_poll_minutes'])}: polling needs "
+            "--sanctions_store (a store written by `defi-risk sanctions load`)"
+        )
+    return problems
+
+
+def check_files(options: PipelineOptions) -> list[str]:
+    """Problems of the feed registry and the compliance policy named by the options (each is
+    loaded and checked by its own loader); [] when none is named or both load."""
+    opts = options.view_as(RiskPipelineOptions)
+    problems = []
+    if opts.feed_registry:
+        try:
+            load_registry(opts.feed_registry)
+        except RegistryError as exc:
+            problems.append(f"--feed_registry={_show(opts.feed_registry)}: {exc}")
+    if opts.policy:
+        try:
+            load_policy(opts.policy)
+        except PolicyError as exc:
+            problems.append(f"--policy={_show(opts.policy)}: {'; '.join(exc.problems)}")
+    return problems
+
+
+def require_valid(options: PipelineOptions, files: bool = False) -> RiskPipelineOptions:
+    """The RiskPipelineOptions view once ``validate`` (and with ``files``, ``check_files``)
+    finds nothing; raises OptionsError with every problem otherwise."""
+    problems = validate(options)
+    if problems:
+        raise OptionsError(problems)
+    if files and (problems := check_files(options)):
+        raise OptionsError(problems)
+    return options.view_as(RiskPipelineOptions)
+
+
+def unknown_options(flags: Sequence[str]) -> list[str]:
+    """Problems of a command line against every options class Beam knows of (its own and
+    ours): names none defines (a typo would otherwise be dropped with a warning) and values
+    their parser refuses. For the local runner's command line; a Dataflow launch may pass
+    service flags of its own, so ``build()`` does not run this."""
+    parser = _RaisingParser(allow_abbrev=False, add_help=False)
+    seen: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():  # as Beam's get_all_options collects them
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        try:
+            # Our own values are validate()'s: parsed here as text, for their names only.
+            cls._add_argparse_args(_AsText(parser) if cls is RiskPipelineOptions else parser)
+        except argparse.ArgumentError:  # the same flag defined twice: keep the first
+            continue
+    try:
+        _, unknown = parser.parse_known_args(list(flags))
+    except _ParseProblem as exc:
+        return [str(exc)]
+    names = [u.split("=", 1)[0] for u in unknown if u.startswith("-")]
+    return [f"{n}: unknown pipeline option (see pipelines/options.py)" for n in names] + [
+        f"{u!r}: unexpected argument (pass options as --name=value)"
+        for u in unknown
+        if not u.startswith("-")
+    ]

@@ -26,9 +26,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 
-from pipelines.options import PIPELINES
+from pipelines.options import PIPELINES, OptionsError
 from runners.backfill.driver import add_backfill_arguments
 from runners.commands.backtest import add_backtest_arguments
 from runners.commands.labels import add_label_arguments
@@ -43,6 +44,31 @@ from runners.live.args import (
     add_publish_arguments,
 )
 from runners.oracle.args import add_poll_arguments
+from transforms.compliance.policy import PolicyError
+from transforms.compliance.store import SanctionsStoreError
+from transforms.prices.oracles import RegistryError
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  the command ran but its check failed: `run` and `demo`, the books do not balance
+     (records in != out + dead letters, see OUT/run_report.json); `schemas check`, a schema
+     is stale; `policy check`, the policy is invalid; `publish`, messages failed
+  2  usage or input error, in one line: a bad argument or pipeline option (naming the
+     option, the value and the allowed range), a missing or unreadable input or path, an
+     output directory that is a file, a topic file a stage needs is missing (see `run
+     --allow-missing-topics`); found before the run starts, they leave OUT as it was
+  3  internal error: one line `defi-risk: internal error: <Type>: <message>`; --verbose
+     prints the traceback"""
+
+# Errors of the user's input, not of the program: exit code 2, one line.
+USAGE_ERRORS = (
+    InputError,  # the input directory does not hold what the run needs
+    OptionsError,  # a pipeline option out of range or of the wrong type
+    RegistryError,  # --feed_registry names an invalid file
+    PolicyError,  # --policy names an invalid file
+    SanctionsStoreError,  # --sanctions_store is missing or unusable
+    OSError,  # a path: FileNotFoundError, NotADirectoryError, PermissionError, ...
+)
 
 
 def _date(text: str) -> datetime:
@@ -130,8 +156,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="defi-risk",
         description="DeFi risk pipelines: generate data, run the graph locally, query the warehouse.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="Log Beam's INFO messages.")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Log Beam's INFO messages; print the traceback of an internal error.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser(
@@ -249,6 +282,12 @@ def make_parser() -> argparse.ArgumentParser:
         default="batch",
         help="batch: read the files on the FnApiRunner (default, fast); stream: replay them through a "
         "TestStream on the streaming runner, minute by minute in event time (small inputs).",
+    )
+    r.add_argument(
+        "--allow-missing-topics",
+        action="store_true",
+        help="Run even when a topic file that a stage needs is missing: those stages are skipped "
+        "(and listed). Without it, such a run fails with exit code 2.",
     )
     r.set_defaults(func=cmd_run)
 
@@ -371,9 +410,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parses, dispatches, and turns every failure into its exit code (``EXIT_CODES``): the one
+    place that decides them. A command returns 0, or 1 when its check fails."""
     parser = make_parser()
     # `run` passes any further --option=value to the pipeline options (see pipelines/options.py).
     args, extra = parser.parse_known_args(argv)
+    if any(a in ("-v", "--verbose") for a in extra):  # also accepted after the command
+        args.verbose = True
+        extra = [a for a in extra if a not in ("-v", "--verbose")]
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     bad = [a for a in extra if not a.startswith("--")]
@@ -386,9 +430,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except InputError as err:
-        print(f"defi-risk: {err}", file=sys.stderr)
+    except USAGE_ERRORS as err:
+        print(f"defi-risk: {_one_line(err)}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
         return 2
+    except Exception as err:
+        print(
+            f"defi-risk: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        if args.verbose:
+            traceback.print_exc()
+        return 3
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an exception on one line: its lines joined (Beam appends the step
+    stack to a message; an OSError reads "strerror: filename")."""
+    if isinstance(err, OSError) and err.strerror:
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    else:
+        text = str(err) or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines)[:2000]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """File edges shared by the run modes: topic files in, Parquet tables and JSONL alerts out.
 
 - ``find_inputs``: the ``DIR/<topic>.jsonl`` (or ``.parquet``) files a run reads;
+  ``stages_without_inputs``: the stages a missing topic file would skip;
 - ``replay_stream``: the same files as a TestStream in event-time order (``--replay stream``);
 - ``write_table`` / ``write_alerts``: a table's rows as Parquet under ``OUT/tables/<table>/``
   and a topic's alerts as ``OUT/alerts/<topic>.jsonl`` (the local run's sinks);
@@ -14,15 +15,16 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import WriteToParquet
+from apache_beam.metrics import Metrics
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import window
 from apache_beam.transforms.window import TimestampedValue
@@ -31,6 +33,9 @@ from schemas.codegen import arrow_schema
 from schemas.registry import TABLES, TOPICS
 from schemas.serde import to_json, to_row
 from schemas.types import MAX_EVENT_TIME, MIN_EVENT_TIME, coerce_time
+
+if TYPE_CHECKING:  # the stage registry is the caller's: this module stays off the graph
+    from pipelines.stages import Stage
 
 # Deterministic Parquet: the same table gives the same bytes (the generator's files are hashed).
 PARQUET_OPTIONS = {
@@ -49,6 +54,9 @@ class InputError(RuntimeError):
 def find_inputs(
     input_dir: Path, topics: tuple[str, ...], input_format: str
 ) -> tuple[dict[str, Path], list[str]]:
+    """The topic files of ``topics`` in ``input_dir`` and the topics with no file."""
+    if input_dir.exists() and not input_dir.is_dir():
+        raise InputError(f"input directory {input_dir} is a file, not a directory")
     if not input_dir.is_dir():
         raise InputError(
             f"input directory {input_dir} does not exist; create one with `defi-risk generate --out {input_dir}`"
@@ -62,6 +70,32 @@ def find_inputs(
             f"no {input_format} topic files in {input_dir} (expected e.g. {topics[0]}.{input_format})"
         )
     return found, missing
+
+
+def stages_without_inputs(stages: Iterable[Stage], found: Iterable[str]) -> dict[str, list[str]]:
+    """Stage label -> the missing input topics that skip it, for ``stages`` (a pipeline's, in
+    registry order: ``pipelines.stages.stages_for``) when only the topics in ``found`` have a
+    file. Mirrors ``build()``: a stage runs when every stream of its ``inputs`` is there (a topic,
+    or the stream of an earlier stage that ran); a stream of its ``optional`` map is never needed
+    (an empty stand-in takes its place)."""
+    available = set(found)
+    provider: dict[str, str] = {}  # stream -> the label of the stage that provides it
+    skipped: dict[str, list[str]] = {}
+    for stage in stages:
+        if stage.stream:
+            provider[stage.stream] = stage.label
+        absent = [name for name in stage.inputs if name not in available]
+        if not absent:
+            if stage.stream:
+                available.add(stage.stream)
+            continue
+        causes: list[str] = []
+        for name in absent:  # a topic, or a stream whose stage was skipped for its own topics
+            for topic in skipped.get(provider.get(name, ""), [name]):
+                if topic not in causes:
+                    causes.append(topic)
+        skipped[stage.label] = causes
+    return skipped
 
 
 def _sink_window(streaming: bool):
@@ -154,31 +188,60 @@ def replay_stream(paths: dict[str, Path], step_seconds: int = 60) -> TestStream:
     return stream
 
 
+def ids_in(path: Path, id_field: str) -> set:
+    """The ``id_field`` values of a JSON-lines file, after cutting a last line torn by a kill."""
+    if not path.exists():
+        return set()
+    with path.open("rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+            data = data[: data.rfind(b"\n") + 1]
+    return {json.loads(line).get(id_field) for line in data.splitlines() if line.strip()}
+
+
 class AppendJsonLines(beam.DoFn):
     """Appends one line per element to a local file; the lines of a bundle are written and
     flushed together at ``finish_bundle``, so a bundle's rows appear whole or not at all.
 
     ``encode`` turns an element into one line (default ``schemas.serde.to_json``). The file is
-    opened in append mode per bundle, so concurrent bundles never overwrite each other.
+    opened in append mode per bundle, so concurrent bundles never overwrite each other. With
+    ``id_field``, a row whose id the file already holds is skipped (a restarted live run replays
+    its journal and re-derives rows written before the kill); a last line torn by a kill is cut.
     """
 
     _locks: dict[str, threading.Lock] = {}
     _locks_guard = threading.Lock()
 
-    def __init__(self, path: str | Path, encode: Callable[[Any], str] = to_json):
+    def __init__(
+        self, path: str | Path, encode: Callable[[Any], str] = to_json, id_field: str | None = None
+    ):
         self.path = str(path)
         self.encode = encode
+        self.id_field = id_field
 
     def setup(self):
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with AppendJsonLines._locks_guard:
             self._lock = AppendJsonLines._locks.setdefault(self.path, threading.Lock())
+        self._written: set | None = None
+        if self.id_field:
+            with self._lock:
+                self._written = ids_in(Path(self.path), self.id_field)
+        self.skipped = Metrics.counter("sinks", f"{Path(self.path).name}.already_written")
 
     def start_bundle(self):
         self._lines: list[str] = []
 
     def process(self, element):
-        self._lines.append(self.encode(element))
+        line = self.encode(element)
+        if self._written is not None:  # a restart re-derives rows it may already hold
+            key = json.loads(line).get(self.id_field)
+            if key in self._written:
+                self.skipped.inc()
+                return
+            self._written.add(key)
+        self._lines.append(line)
 
     def finish_bundle(self):
         if not self._lines:
