@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,16 +59,19 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.pvalue import PCollection
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from pipelines.graph import build, is_table, topics_for
 from pipelines.options import RiskPipelineOptions
 from runners.direct import local_pipeline_options
-from runners.io.files import AppendJsonLines
+from runners.io.files import AppendJsonLines, ids_in
 from runners.io.pubsub import is_local_direct_runner, publish_alerts, read_topics
 from runners.live.args import DEFAULT_PROJECT, DEFAULT_PULL_MAX_MESSAGES
 from runners.live.emulator import EmulatorError, check_pubsub_target
-from schemas.registry import ALERT_TOPICS
-from schemas.topics import ID_ATTRIBUTE, subscription_path
+from runners.live.journal import Entry, Journal, read_entries
+from schemas.registry import ALERT_TOPICS, TABLES
+from schemas.topics import ID_ATTRIBUTE, TIMESTAMP_ATTRIBUTE, rfc3339, subscription_path
 
 log = logging.getLogger(__name__)
 
@@ -84,31 +87,66 @@ def parsed_line(record) -> str:
     )
 
 
+class ReplayJournalFn(beam.DoFn):
+    """(journal file, bytes to read) -> its messages' bodies at their event times: what a
+    restart replays before it reads Pub/Sub on (``runners.live.journal``)."""
+
+    def process(self, element):
+        path, upto = element
+        for entry in read_entries(Path(path), upto):
+            yield TimestampedValue(entry.data, parse_ts(entry.ts))
+
+
+def _sources(p, project, pipeline, id_label, journal: Journal | None) -> dict[str, PCollection]:
+    """Each topic's Pub/Sub read, after the replay of its journal when there is one."""
+    reads = read_topics(p, project, pipeline, id_label)
+    if journal is None:
+        return reads
+    sources = {}
+    for topic, read in reads.items():
+        replay = (
+            p
+            | f"JournalOf_{topic}"
+            >> beam.Create([(str(journal.path(topic)), journal.replay_bytes.get(topic, 0))])
+            | f"ReplayJournal_{topic}" >> beam.ParDo(ReplayJournalFn())
+        )
+        sources[topic] = (replay, read) | f"Sources_{topic}" >> beam.Flatten()
+    return sources
+
+
 def build_live(
-    p: beam.Pipeline, options: PipelineOptions, project: str, output_dir: str | Path
+    p: beam.Pipeline,
+    options: PipelineOptions,
+    project: str,
+    output_dir: str | Path,
+    journal: Journal | None = None,
 ) -> dict[str, PCollection]:
-    """Pub/Sub sources, the graph, and the live sinks; returns ``build()``'s PCollections.
+    """Pub/Sub sources (after the replay of the ``journal``), the graph, and the live sinks;
+    returns ``build()``'s PCollections. Every sink skips rows it already holds (by the row's id),
+    so a restart that replays its journal writes each row once.
 
     Builds offline (no network): reading, writing and subscription checks happen at run time.
     """
     output_dir = Path(output_dir)
     pipeline = options.view_as(RiskPipelineOptions).pipeline
     id_label = None if is_local_direct_runner(options) else ID_ATTRIBUTE
-    outputs = build(p, options, read_topics(p, project, pipeline, id_label))
+    outputs = build(p, options, _sources(p, project, pipeline, id_label, journal))
     for name, pcoll in outputs.items():
         if name.startswith("parsed:"):
             topic = name.split(":", 1)[1]
             _ = pcoll | f"AppendParsed_{topic}" >> beam.ParDo(
-                AppendJsonLines(output_dir / "parsed" / f"{topic}.jsonl", parsed_line)
+                AppendJsonLines(output_dir / "parsed" / f"{topic}.jsonl", parsed_line, "event_id")
             )
         elif is_table(name):
             _ = pcoll | f"AppendTable_{name}" >> beam.ParDo(
-                AppendJsonLines(output_dir / "tables" / f"{name}.jsonl")
+                AppendJsonLines(output_dir / "tables" / f"{name}.jsonl", id_field=table_id(name))
             )
     for topic in ALERT_TOPICS:
         if topic not in outputs:
             continue
-        alerts = outputs[topic]
+        alerts = outputs[topic] | f"NotYetAlerted_{topic}" >> beam.ParDo(
+            NotYetWrittenFn(output_dir / "alerts" / f"{topic}.jsonl", "alert_id")
+        )
         publish_alerts(alerts, project, topic)
         _ = alerts | f"AppendAlerts_{topic}" >> beam.ParDo(
             AppendJsonLines(output_dir / "alerts" / f"{topic}.jsonl")
@@ -116,62 +154,202 @@ def build_live(
     return outputs
 
 
+def table_id(table: str) -> str:
+    """The deterministic id column of a table: its model's first field (``price_id``, ...)."""
+    return next(iter(TABLES[table].model_fields))
+
+
+class NotYetWrittenFn(beam.DoFn):
+    """Passes the alerts whose id the alert file does not hold yet: a restart re-derives the
+    alerts of its journal, and must neither publish nor write the ones already out."""
+
+    def __init__(self, path: Path, id_field: str):
+        self.path, self.id_field = str(path), id_field
+
+    def setup(self):
+        self._written = ids_in(Path(self.path), self.id_field)
+
+    def process(self, alert):
+        key = getattr(alert, self.id_field)
+        if key not in self._written:
+            self._written.add(key)
+            yield alert
+
+
 # ------------------------------------------------------------------- the local Pub/Sub read
 # The emulator answers an empty pull about 1 s before the RPC deadline: 1.25 s waits ~0.25 s.
 LOCAL_PULL_DEADLINE_S = 1.25
 
 
-class _BatchedPull:
-    """The SubscriberClient Beam's DirectRunner pulls with, pulling ``max_messages`` at a time
-    with a short deadline instead of Beam's 10 messages and 30 s deadline."""
+# A restarted run holds its read's watermark this far behind the last journaled event time
+# until the ack deadline has passed: messages the killed run pulled but never journaled come back
+# then, and must not be late.
+RESTART_HOLD_S = 30.0
+RESTART_HOLD_WALL_S = 15.0  # > the subscriptions' 10 s ack deadline
 
-    def __init__(self, client: Any, max_messages: int, deadline_s: float):
+
+def message_ts(message) -> str:
+    """The event time Beam's ReadFromPubSub gives ``message``: its ``ts`` attribute, else its
+    publish time (RFC 3339)."""
+    ts = message.attributes.get(TIMESTAMP_ATTRIBUTE) if message.attributes else None
+    if ts:
+        return ts
+    return rfc3339(message.publish_time)
+
+
+def parse_ts(ts: str) -> Timestamp:
+    """``ts`` as Beam's ReadFromPubSub parses it: epoch milliseconds or RFC 3339."""
+    try:
+        return Timestamp(micros=int(ts) * 1000)
+    except ValueError:
+        return Timestamp.from_rfc3339(ts)
+
+
+class _BatchedPull:
+    """The SubscriberClient Beam's DirectRunner pulls with: ``max_messages`` per pull with a
+    short deadline instead of Beam's 10 messages and 30 s deadline; with a ``journal``, each
+    pull's new messages are journaled before Beam acknowledges them (``runners.live.journal``),
+    and journaled redeliveries are acknowledged here and dropped.
+
+    ``watermark()`` is the read's watermark after the latest pull (Beam's is the wall clock at
+    each pull, which turns a backlog into late data): while pulls come back full (a backlog
+    draining) it follows the oldest event time of the batch, once caught up the wall clock; a
+    restarted run holds it behind the journal's last event time for ``RESTART_HOLD_WALL_S``.
+    It never moves backwards.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        max_messages: int,
+        deadline_s: float,
+        journal: Journal | None = None,
+        topics_by_subscription: dict[str, str] | None = None,
+    ):
         self._client, self._max, self._deadline = client, max_messages, deadline_s
+        self._journal, self._by_sub = journal, topics_by_subscription or {}
+        self._topic: str | None = None
+        self._wm = MIN_TIMESTAMP
+        self._hold: tuple[float, Timestamp] | None = None
+        self._started = False
+
+    def _start(self, subscription: str) -> None:
+        self._started = True
+        self._topic = self._by_sub.get(subscription)
+        if self._journal is None or self._topic is None:
+            self._journal = None  # a subscription the journal does not know: not journaled
+            return
+        # a restart: hold every subscription behind the latest event time journaled, whether
+        # or not its own topic had messages yet (its backlog may be older than that)
+        lasts = [parse_ts(ts) for ts in map(self._journal.last_ts, self._journal.topics) if ts]
+        if lasts:
+            self._hold = (time.monotonic() + RESTART_HOLD_WALL_S, max(lasts) - RESTART_HOLD_S)
 
     def pull(self, *, subscription, max_messages=None, timeout=None, **kwargs):
         from google.api_core.exceptions import DeadlineExceeded
         from google.pubsub_v1.types import PullResponse
 
+        if not self._started:
+            self._start(subscription)
         try:
-            return self._client.pull(
+            response = self._client.pull(
                 subscription=subscription, max_messages=self._max, timeout=self._deadline, **kwargs
             )
         except DeadlineExceeded:  # nothing to read within the deadline
-            return PullResponse()
+            response = PullResponse()
+        received = list(response.received_messages)
+        if self._journal is not None and received:
+            fresh = self._journal.record(
+                self._topic,
+                [Entry(rm.message.message_id, message_ts(rm.message), rm.message.data)
+                 for rm in received],
+            )  # fmt: skip
+            again = [rm.ack_id for rm, new in zip(received, fresh, strict=True) if not new]
+            if again:  # journaled before a kill: already on its way through the graph
+                self._client.acknowledge(subscription=subscription, ack_ids=again)
+            if again:
+                received = [rm for rm, new in zip(received, fresh, strict=True) if new]
+                response = PullResponse(received_messages=received)
+        self._advance(received, full=len(received) >= self._max)
+        return response
+
+    def _advance(self, received, full: bool) -> None:
+        if full:
+            candidate = min(parse_ts(message_ts(rm.message)) for rm in received)
+        else:
+            candidate = Timestamp.of(time.time())
+        if self._hold is not None:
+            until, hold = self._hold
+            if time.monotonic() < until:
+                candidate = min(candidate, hold)
+            else:
+                self._hold = None
+        self._wm = max(self._wm, candidate)
+
+    def watermark(self) -> Timestamp:
+        return self._wm
 
     def __getattr__(self, name):
         return getattr(self._client, name)
 
 
 @contextmanager
-def local_pull(max_messages: int, deadline_s: float = LOCAL_PULL_DEADLINE_S) -> Iterator[bool]:
-    """While open, the DirectRunner's Pub/Sub read pulls ``max_messages`` per pull and waits at
-    most ``deadline_s`` on an idle subscription. Yields whether the change is in place.
+def local_pull(
+    max_messages: int,
+    deadline_s: float = LOCAL_PULL_DEADLINE_S,
+    journal: Journal | None = None,
+    project: str | None = None,
+) -> Iterator[bool]:
+    """While open, the DirectRunner's Pub/Sub read pulls through ``_BatchedPull``:
+    ``max_messages`` per pull (0: Beam's 10, with its 30 s deadline), at most ``deadline_s`` of
+    waiting on an idle subscription, messages journaled before they are acknowledged when a
+    ``journal`` is given, and the read's watermark from ``_BatchedPull.watermark``. Yields whether
+    the change is in place.
 
     Beam 2.77's ``_PubSubReadEvaluator`` pulls 10 messages with a 30 s deadline on the runner's
     single worker thread, so an idle subscription (settlements between two trades) stalls every
     other step for up to 30 s, and a backlog drains at about 100 messages/s. This swaps the
-    client its private ``_get_subscriber_client`` returns for one that pulls in larger batches
-    with a short deadline; ``max_messages=0``, or a Beam without that method, keeps Beam's own.
+    client its private ``_get_subscriber_client`` returns, and sets the watermark hold its
+    ``finish_bundle`` returns; a Beam without those keeps its own read (and no journal).
     """
     from apache_beam.runners.direct import transform_evaluator
 
     evaluator = getattr(transform_evaluator, "_PubSubReadEvaluator", None)
     original = vars(evaluator).get("_get_subscriber_client") if evaluator else None
-    if not max_messages or not isinstance(original, classmethod):
-        if max_messages:
-            log.warning("this Beam has no _PubSubReadEvaluator._get_subscriber_client: Beam's pull")
+    finish = vars(evaluator).get("finish_bundle") if evaluator else None
+    if not isinstance(original, classmethod) or finish is None:
+        log.warning("this Beam has no _PubSubReadEvaluator._get_subscriber_client: Beam's pull")
         yield False
         return
+    by_sub = {}
+    if project is not None and journal is not None:
+        by_sub = {subscription_path(project, t): t for t in journal.topics}
+    size, wait = (max_messages, deadline_s) if max_messages else (10, 30.0)  # 0: Beam's own
+    clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one per read step
+    clients_lock = threading.Lock()
 
     def batched(cls, transform):
-        return _BatchedPull(original.__func__(cls, transform), max_messages, deadline_s)
+        with clients_lock:
+            client = clients.get(transform)
+            if client is None:
+                raw = original.__func__(cls, transform)
+                client = clients[transform] = _BatchedPull(raw, size, wait, journal, by_sub)
+            return client
+
+    def finish_bundle(self):
+        result = finish(self)
+        client = self._get_subscriber_client(self._applied_ptransform)
+        if isinstance(client, _BatchedPull):
+            result.keyed_watermark_holds[None] = client.watermark()
+        return result
 
     evaluator._get_subscriber_client = classmethod(batched)
+    evaluator.finish_bundle = finish_bundle
     try:
         yield True
     finally:
         evaluator._get_subscriber_client = original
+        evaluator.finish_bundle = finish
 
 
 def live_options(
@@ -322,13 +500,15 @@ def run_live(
         raise LiveRunError(str(err)) from err
     topics = topics_for(options.view_as(RiskPipelineOptions).pipeline)
     check_subscriptions(project, topics)
-    for sub in ("tables", "alerts", "parsed"):  # a rerun replaces the previous output
-        shutil.rmtree(output_dir / sub, ignore_errors=True)
-        (output_dir / sub).mkdir(parents=True)
+    # Never deletes: a run into an existing OUTPUT_DIR resumes it (replays its journal, appends).
+    for sub in ("tables", "alerts", "parsed"):
+        (output_dir / sub).mkdir(parents=True, exist_ok=True)
     (output_dir / "live_report.json").unlink(missing_ok=True)
+    journal = Journal(output_dir / "journal", topics)
+    replayed = journal.replayed()
 
     p = beam.Pipeline(options=options)
-    build_live(p, options, project, output_dir)
+    build_live(p, options, project, output_dir, journal)
     subscriptions = [subscription_path(project, t) for t in topics]
     say(
         f"live pipeline '{pipeline}' on {'the emulator at ' + host if host else 'Pub/Sub'}, "
@@ -341,11 +521,17 @@ def run_live(
         f"  alerts -> projects/{project}/topics/<alert topic> and {output_dir / 'alerts'}/<topic>.jsonl"
     )
     say(f"  parsed ids -> {output_dir / 'parsed'}/<topic>.jsonl")
+    say(f"  journal -> {journal.dir}/<topic>.jsonl (every message before it is acknowledged)")
+    if any(replayed.values()):
+        say(
+            f"  resuming {output_dir}: replaying {sum(replayed.values()):,} journaled messages "
+            "first (rows already written are not written again)"
+        )
     say(f"  running {'for ' + format(duration_s, 'g') + ' s' if duration_s else 'until Ctrl-C'}")
     started = time.perf_counter()
     state = "FAILED"
     try:
-        with local_pull(pull_max_messages) as batched:
+        with local_pull(pull_max_messages, journal=journal, project=project) as batched:
             say(
                 f"  local read: {pull_max_messages} messages per pull, idle wait "
                 f"~{LOCAL_PULL_DEADLINE_S - 1:g} s"

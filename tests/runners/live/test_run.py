@@ -33,6 +33,7 @@ from runners.direct import local_pipeline_options
 from runners.io.files import AppendJsonLines
 from runners.io.pubsub import alert_message, is_local_direct_runner
 from runners.live.emulator import free_host_port, provision
+from runners.live.journal import Entry
 from runners.live.publish import publish_records
 from runners.live.run import _BatchedPull, build_live, live_options, local_pull, wait_or_cancel
 from schemas.events import MarginAlert
@@ -243,15 +244,17 @@ def test_wait_or_cancel_uses_a_runner_duration_when_it_has_one():
 def test_local_pull_batches_and_bounds_the_wait_and_is_undone():
     from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
     from google.api_core.exceptions import DeadlineExceeded
+    from google.pubsub_v1.types import PullResponse
 
     original = vars(_PubSubReadEvaluator)["_get_subscriber_client"]
-    with local_pull(250, deadline_s=1.5) as batched:
-        assert batched
-        assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is not original
-    assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is original
-    with local_pull(0) as batched:
-        assert not batched
+    finish = vars(_PubSubReadEvaluator)["finish_bundle"]
+    for size in (250, 0):  # 0: Beam's batch and wait, still journaled and watermarked
+        with local_pull(size, deadline_s=1.5) as batched:
+            assert batched
+            assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is not original
+            assert vars(_PubSubReadEvaluator)["finish_bundle"] is not finish
         assert vars(_PubSubReadEvaluator)["_get_subscriber_client"] is original
+        assert vars(_PubSubReadEvaluator)["finish_bundle"] is finish
 
     calls = []
 
@@ -262,13 +265,86 @@ def test_local_pull_batches_and_bounds_the_wait_and_is_undone():
             calls.append(kwargs)
             if len(calls) == 2:
                 raise DeadlineExceeded("idle")
-            return "response"
+            return PullResponse()
 
     proxy = _BatchedPull(Client(), 250, 1.5)
-    assert proxy.pull(subscription="s", max_messages=10, timeout=30) == "response"
+    assert proxy.pull(subscription="s", max_messages=10, timeout=30) == PullResponse()
     assert calls[0] == {"subscription": "s", "max_messages": 250, "timeout": 1.5}
     assert len(proxy.pull(subscription="s", max_messages=10, timeout=30).received_messages) == 0
     assert proxy.name == "inner"
+
+
+def received(i: int, ts: str, data: bytes = b"x"):
+    from google.pubsub_v1.types import PubsubMessage as Message
+    from google.pubsub_v1.types import ReceivedMessage
+
+    return ReceivedMessage(
+        ack_id=f"ack-{i}", message=Message(data=data, message_id=f"m{i}", attributes={"ts": ts})
+    )
+
+
+class FakeSubscriber:
+    """Answers each pull with the next list of received messages; records acks."""
+
+    def __init__(self, batches):
+        self.batches, self.acked = list(batches), []
+
+    def pull(self, **kwargs):
+        from google.pubsub_v1.types import PullResponse
+
+        return PullResponse(received_messages=self.batches.pop(0) if self.batches else [])
+
+    def acknowledge(self, subscription, ack_ids):
+        self.acked += ack_ids
+
+
+def test_each_pull_is_journaled_before_beam_acks_and_redeliveries_are_dropped(tmp_path):
+    from runners.live.journal import Journal, read_entries
+
+    sub = subscription_path(PROJECT, "market.prices.v1")
+    journal = Journal(tmp_path / "journal", ("market.prices.v1",))
+    ts = "2025-01-06T00:00:00Z"
+    client = FakeSubscriber([[received(1, ts, b"a"), received(2, ts, b"b")],
+                             [received(2, ts, b"b"), received(3, ts, b"c")]])  # fmt: skip
+    proxy = _BatchedPull(client, 2, 1.0, journal, {sub: "market.prices.v1"})
+    first = proxy.pull(subscription=sub)
+    assert [rm.message.data for rm in first.received_messages] == [b"a", b"b"]
+    assert [e.data for e in read_entries(journal.path("market.prices.v1"))] == [b"a", b"b"]
+    assert client.acked == []  # Beam acknowledges what the pull returns, after this
+    second = proxy.pull(subscription=sub)  # m2 again: journaled, so acked here and dropped
+    assert [rm.message.data for rm in second.received_messages] == [b"c"]
+    assert client.acked == ["ack-2"]
+    assert [e.message_id for e in read_entries(journal.path("market.prices.v1"))] == ["m1", "m2", "m3"]  # fmt: skip
+    # a torn last line (a kill mid-write) is cut when the journal is opened again
+    with journal.path("market.prices.v1").open("a") as f:
+        f.write('{"id": "m4", "ts": "2025')
+    again = Journal(tmp_path / "journal", ("market.prices.v1",))
+    assert again.replayed() == {"market.prices.v1": 3}
+    assert again.last_ts("market.prices.v1") == ts
+
+
+def test_the_read_watermark_follows_a_draining_backlog_and_holds_after_a_restart(tmp_path):
+    from apache_beam.utils.timestamp import Timestamp
+
+    from runners.live.journal import Journal
+
+    sub = subscription_path(PROJECT, "market.prices.v1")
+    old = [f"2025-01-06T00:00:0{i}Z" for i in range(4)]
+    full = [[received(1, old[2]), received(2, old[1])], [received(3, old[3])]]
+    proxy = _BatchedPull(FakeSubscriber(full), 2, 1.0)
+    proxy.pull(subscription=sub)  # a full batch: the backlog goes on; its oldest time
+    assert proxy.watermark() == Timestamp.from_rfc3339(old[1])
+    before = Timestamp.now()
+    proxy.pull(subscription=sub)  # caught up: the wall clock
+    assert proxy.watermark() >= before
+    # a restart holds every subscription 30 s behind the latest journaled event time
+    journal = Journal(tmp_path / "journal", ("market.prices.v1", "settlements.v1"))
+    journal.record("market.prices.v1", [Entry("m9", old[3], b"x")])
+    restarted = Journal(tmp_path / "journal", ("market.prices.v1", "settlements.v1"))
+    proxy = _BatchedPull(FakeSubscriber([]), 2, 1.0, restarted,
+                         {subscription_path(PROJECT, "settlements.v1"): "settlements.v1"})  # fmt: skip
+    proxy.pull(subscription=subscription_path(PROJECT, "settlements.v1"))
+    assert proxy.watermark() == Timestamp.from_rfc3339(old[3]) - 30
 
 
 # ------------------------------------------------------------------------------------- CLI
