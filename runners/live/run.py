@@ -11,23 +11,28 @@ sources and streaming sinks; ``run_live`` runs it on the pinned streaming runner
 
 Sources: one ``ReadFromPubSub`` per input topic of the pipeline, from the subscription
 ``projects/P/subscriptions/<topic>.sub`` (created by ``defi-risk emulator start``), with
-``timestamp_attribute="ts"`` so elements carry their event time. ``id_label="event_id"`` is set
-only off the local runners: Beam's DirectRunner raises NotImplementedError for it. Locally a
-redelivered message therefore reaches the graph twice, and the stateful stages deduplicate it by
-event id (CompositePrices refuses the same round or Pyth publish time as ``duplicate_update``;
-PositionBook applies a settlement event id once). The local read pulls at most 10 messages per
-pull with a 30 s deadline (``_PubSubReadEvaluator``) on the runner's single worker thread;
-``local_pull`` raises that to ``--pull-max-messages`` (default 500) with a ~0.25 s wait on an
-idle subscription. Its watermark is the wall clock at each pull: publish events with current
-event times (``defi-risk publish`` does), or they arrive late. Even so, a message still in
-flight when a pull crosses the end of its window arrives late: a ``late_update`` dead letter of
-CompositePrices (rare at tens of messages/s; many once the run falls behind its input).
+``timestamp_attribute="ts"`` so elements carry their event time, after the replay of the run's
+journal (below). ``id_label="event_id"`` is set only off the local runners: Beam's DirectRunner
+raises NotImplementedError for it. Locally a copy of a message (same event id, another Pub/Sub
+message) therefore reaches the graph, and is dropped there (``DropDuplicates`` after parsing;
+CompositePrices and the margin stage for prices and settlements). ``local_pull`` replaces the
+DirectRunner's pull (10 messages, a 30 s deadline) with ``--pull-max-messages`` (default 500)
+and a ~0.25 s wait on an idle subscription, and its watermark (the wall clock at each pull) with
+one that follows a draining backlog (``_BatchedPull.watermark``).
 
-Sinks, under OUTPUT_DIR (replaced at start, like the file run's):
+Restarts (``runners.live.journal``): every pulled message is journaled to
+``OUTPUT_DIR/journal/<topic>.jsonl`` (fsynced) before Beam acknowledges it, and a redelivery of a
+journaled message is acknowledged and dropped by its Pub/Sub message id. A run started into an
+existing OUTPUT_DIR resumes it: nothing is deleted, the journal is replayed through the graph
+first (so positions, zones, cooldowns and composite carries are rebuilt exactly), the read's
+watermark is held behind the journal's last event time until unacknowledged messages come back,
+and every sink skips the rows and alerts it already holds (by their deterministic ids).
+
+Sinks, under OUTPUT_DIR (appended to, never replaced):
 
 - ``tables/<table>.jsonl``: every table ``build()`` returns (``prices``, ``dead_letter``, ...),
   one ``schemas.serde.to_json`` line per row, appended by ``AppendJsonLines`` and flushed at the
-  end of each bundle: a streaming-safe local sink. Production writes BigQuery (issue 8);
+  end of each bundle: a streaming-safe local sink. Production writes BigQuery;
 - ``alerts/<topic>.jsonl`` and the alert topic itself: every alert is published with
   ``WriteToPubSub(topic=projects/P/topics/<topic>, with_attributes=True)`` as schemaless Avro
   (``schemas.serde.to_avro``) with attributes ``ts`` (RFC 3339 event time), ``alert_id`` and
@@ -36,6 +41,7 @@ Sinks, under OUTPUT_DIR (replaced at start, like the file run's):
   runner's Beam counters were measured to keep only the first bundle's counts (see
   ``runners/local/run.py``), so the books (messages read = parsed + parse dead letters) are
   balanced from these files;
+- ``journal/<topic>.jsonl``: every message read (above);
 - ``live_report.json``: rows per file when the run ends.
 
 ``--duration-s S`` runs for S seconds then cancels; without it the run lasts until Ctrl-C.
