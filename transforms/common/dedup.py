@@ -21,7 +21,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -30,29 +29,20 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.base import Contract
 from schemas.serde import to_json
-from transforms.common.dead_letter import (
-    ALERTS_TAG,
-    DEAD_LETTER_TAG,
-    MAIN_TAG,
-    composite_outputs,
-    make_dead_letter,
-)
+from transforms.common.dead_letter import ALERTS_TAG, DEAD_LETTER_TAG, MAIN_TAG, composite_outputs
+from transforms.common.refusals import refuse
 
 DEFAULT_TTL_S = 7 * 86_400  # Pub/Sub's default message retention
 
 
-def _duplicate(topic: str, stage: str, record: Contract, counter):
-    counter.inc()
-    return beam.pvalue.TaggedOutput(
-        DEAD_LETTER_TAG,
-        make_dead_letter(
-            source=topic,
-            stage=stage,
-            reason="duplicate",
-            error=f"message {record.message_id()} was already delivered",
-            raw=to_json(record),
-            event_time=record.event_timestamp(),
-        ),
+def _duplicate(topic: str, stage: str, record: Contract):
+    return refuse(
+        source=topic,
+        stage=stage,
+        reason="duplicate",
+        error=f"message {record.message_id()} was already delivered",
+        raw=to_json(record),
+        event_time=record.event_timestamp(),
     )
 
 
@@ -65,7 +55,6 @@ class KeepFirstOfGroupFn(beam.DoFn):
 
     def __init__(self, topic: str, stage: str):
         self.topic, self.stage = topic, stage
-        self.duplicates = Metrics.counter("dead_letter", f"{stage}.duplicate")
 
     def process(self, element):
         _, copies = element
@@ -74,7 +63,7 @@ class KeepFirstOfGroupFn(beam.DoFn):
             copies.sort(key=to_json)
         yield _stamped(copies[0])
         for record in copies[1:]:
-            yield _duplicate(self.topic, self.stage, record, self.duplicates)
+            yield _duplicate(self.topic, self.stage, record)
 
 
 class KeepFirstSeenFn(beam.DoFn):
@@ -85,7 +74,6 @@ class KeepFirstSeenFn(beam.DoFn):
 
     def __init__(self, topic: str, stage: str, ttl_s: int):
         self.topic, self.stage, self.ttl_s = topic, stage, ttl_s
-        self.duplicates = Metrics.counter("dead_letter", f"{stage}.duplicate")
 
     def process(
         self,
@@ -96,7 +84,7 @@ class KeepFirstSeenFn(beam.DoFn):
     ):
         _, record = element
         if seen.read():
-            yield _duplicate(self.topic, self.stage, record, self.duplicates)
+            yield _duplicate(self.topic, self.stage, record)
             return
         seen.write(True)
         expire.set(ts + self.ttl_s)

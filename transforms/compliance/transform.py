@@ -55,6 +55,7 @@ from transforms.common.dead_letter import (
 )
 from transforms.common.event_timers import arm_buffer_timer, emit_timestamp, take_due
 from transforms.common.keys import shard_of
+from transforms.common.refusals import refuse
 from transforms.compliance.aml import (
     AmlEngine,
     LateLegError,
@@ -150,17 +151,13 @@ class ScreenShardFn(beam.DoFn):
             version = in_force(listed, t_us)
             ts = emit_timestamp(t_us, fire, self.streaming)
             if version is None:
-                Metrics.counter("dead_letter", f"{self.stage}.no_sanctions_list").inc()
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER_TAG,
-                    make_dead_letter(
-                        source="transfers.v1",
-                        stage=self.stage,
-                        reason="no_sanctions_list",
-                        error="no sanctions list version is in force at the transfer's time",
-                        raw=to_json(t),
-                        event_time=t.event_time,
-                    ),
+                yield refuse(
+                    source="transfers.v1",
+                    stage=self.stage,
+                    reason="no_sanctions_list",
+                    error="no sanctions list version is in force at the transfer's time",
+                    raw=to_json(t),
+                    event_time=t.event_time,
                 )
                 continue
             index = indexes.get(version.version_id) or indexes.setdefault(
@@ -288,17 +285,13 @@ class ResolveSubjectsFn(beam.DoFn):
         for t in due:
             t_us = last = transfer_us(t)
             if t.event_id in seen:
-                Metrics.counter("dead_letter", "MonitorAml.duplicate").inc()
-                yield beam.pvalue.TaggedOutput(
-                    DEAD_LETTER_TAG,
-                    make_dead_letter(
-                        source="transfers.v1",
-                        stage="MonitorAml",
-                        reason="duplicate",
-                        error=f"transfer {t.event_id} was already counted by the AML rules",
-                        raw=to_json(t),
-                        event_time=t.event_time,
-                    ),
+                yield refuse(
+                    source="transfers.v1",
+                    stage="MonitorAml",
+                    reason="duplicate",
+                    error=f"transfer {t.event_id} was already counted by the AML rules",
+                    raw=to_json(t),
+                    event_time=t.event_time,
                 )
                 continue
             seen[t.event_id] = t_us

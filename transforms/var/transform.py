@@ -41,11 +41,11 @@ from transforms.common.dead_letter import (
     DEAD_LETTER_TAG,
     MAIN_TAG,
     composite_outputs,
-    make_dead_letter,
     refused_settlement,
 )
 from transforms.common.event_timers import output_timestamp, push_timer_forward
 from transforms.common.keys import shard_of
+from transforms.common.refusals import refuse
 from transforms.var.engine import MICROS, Close, VarConfig, VarShardEngine
 
 
@@ -121,17 +121,13 @@ class VarShardFn(beam.DoFn):
             end = int(Timestamp.from_utc_datetime(row.as_of).micros)
             yield TimestampedValue(row, output_timestamp(end, fire, self.streaming))
         for skipped in unrepresentable:
-            Metrics.counter("dead_letter", "ComputeVaR.out_of_range").inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                make_dead_letter(
-                    source="risk.portfolio_var",
-                    stage="ComputeVaR",
-                    reason="out_of_range",
-                    error="VaR, ES or value is not finite or does not fit NUMERIC",
-                    raw=skipped,
-                    event_time=Timestamp(micros=skipped["as_of_us"]).to_utc_datetime(has_tz=True),
-                ),
+            yield refuse(
+                source="risk.portfolio_var",
+                stage="ComputeVaR",
+                reason="out_of_range",
+                error="VaR, ES or value is not finite or does not fit NUMERIC",
+                raw=skipped,
+                event_time=Timestamp(micros=skipped["as_of_us"]).to_utc_datetime(has_tz=True),
             )
         for r in rejected:
             if not self.dead_letter_rejections:
