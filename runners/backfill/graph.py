@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -49,6 +50,8 @@ from transforms.prices.batch import DEAD_LETTER_SCHEMA, compose_day
 from transforms.prices.oracles import load_registry
 from transforms.var.batch import var_day, var_table
 from transforms.var.engine import VarShardEngine
+
+LOG = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ DoFns
@@ -116,7 +119,16 @@ class ShardDaysFn(beam.DoFn):
         if table is None or not table.num_rows:
             return []
         keep = [shard_of(a, shards) == shard for a in table["account_id"].to_pylist()]
-        return settlements_of(table.filter(pa.array(keep)))
+        valid, invalid = settlements_of(table.filter(pa.array(keep)))
+        if invalid:  # counted per stage and logged with the first error, never a crash
+            beam.metrics.Metrics.counter("backfill", f"{self.kind}_invalid_settlements").inc(
+                len(invalid)
+            )
+            LOG.warning(
+                "%s: %d settlements the contract refuses skipped by %s shard %d, e.g. %s",
+                day, len(invalid), self.kind, shard, invalid[0][1],
+            )  # fmt: skip
+        return valid
 
 
 class VarShardDaysFn(ShardDaysFn):

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ValidationError
 
 from schemas.events import Settlement
 
@@ -65,7 +66,13 @@ def decimal_array(nano: np.ndarray, null: np.ndarray) -> pa.Array:
 
 
 # ------------------------------------------------------------------------------------ VaR
-def settlements_of(table: pa.Table) -> list[Settlement]:
-    """Settlement models of a day's rows, in event-time order (PositionBook takes models)."""
-    rows = table.to_pylist()
-    return [Settlement.model_validate(r) for r in rows]
+def settlements_of(table: pa.Table) -> tuple[list[Settlement], list[tuple[dict, str]]]:
+    """Settlement models of a day's rows, in event-time order (PositionBook takes models), and
+    the rows the contract refuses, each with its error: a bad row never stops a backfill."""
+    valid, invalid = [], []
+    for r in table.to_pylist():
+        try:
+            valid.append(Settlement.model_validate(r))
+        except ValidationError as err:
+            invalid.append((r, str(err).replace("\n", " ")[:500]))
+    return valid, invalid
