@@ -72,7 +72,7 @@ def build(
     tables: dict[str, list[PCollection]] = {}
     alerts: dict[str, list[PCollection]] = {}
     for stage in stages_for(opts.pipeline):
-        if any(name not in streams for name in stage.inputs):
+        if not stage.enabled(opts) or any(name not in streams for name in stage.inputs):
             continue
         composite = stage.make(opts, streaming)
         if stage.source:

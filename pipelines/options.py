@@ -91,7 +91,7 @@ class RiskPipelineOptions(PipelineOptions):
             "--var_methods",
             default="historical,parametric",
             help="Comma-separated VaR methods to run together: historical, parametric, "
-            "filtered_historical, monte_carlo.",
+            "filtered_historical, monte_carlo; empty (--var_methods=) or none: no VaR stage.",
         )
         parser.add_argument("--var_level", type=float, default=0.99, help="VaR confidence level.")
         parser.add_argument(
@@ -232,9 +232,14 @@ class RiskPipelineOptions(PipelineOptions):
             allowed_lateness_s=self.margin_allowed_lateness_s,
         )
 
+    def var_method_names(self) -> tuple[str, ...]:
+        """The VaR methods to run; empty (``--var_methods=`` or ``none``): no VaR stage."""
+        names = tuple(m.strip() for m in (self.var_methods or "").split(",") if m.strip())
+        return () if names == ("none",) else names
+
     def var_config(self):
         return VarConfig(
-            methods=tuple(m.strip() for m in self.var_methods.split(",") if m.strip()),
+            methods=self.var_method_names(),
             level=self.var_level,
             es_level=self.es_level,
             horizon_days=self.var_horizon_days,
@@ -433,9 +438,11 @@ def validate(options: PipelineOptions | Sequence[str]) -> list[str]:
         )
 
     methods = values["var_methods"]
-    names = _items(methods) if isinstance(methods, str) else []
-    known = f"a comma-separated list of {', '.join(METHODS)} (each at most once)"
-    if not names or any(m not in METHODS for m in names) or len(set(names)) != len(names):
+    names = _items(methods) if isinstance(methods, str) else None
+    known = f"a comma-separated list of {', '.join(METHODS)} (each at most once), or none"
+    if names is None or (names != ["none"] and (
+        any(m not in METHODS for m in names) or len(set(names)) != len(names)
+    )):  # fmt: skip
         bad("var_methods", known)
 
     assets = values["known_assets"]

@@ -47,6 +47,8 @@ class Stage:
     # A source: applied to the pipeline itself (its inputs only decide whether it runs); it
     # returns one PCollection, the stream.
     source: bool = False
+    # Whether the options switch it on (VaR is off with an empty --var_methods).
+    enabled: Callable[[RiskPipelineOptions], bool] = lambda o: True
 
 
 def _composite_prices(o: RiskPipelineOptions, streaming: bool) -> beam.PTransform:
@@ -94,6 +96,7 @@ STAGES: list[Stage] = [
         ("composite_prices", "settlements.v1"),
         _compute_var,
         tables={MAIN_TAG: "portfolio_var"},
+        enabled=lambda o: bool(o.var_method_names()),
     ),
     Stage(
         "MonitorMargins",

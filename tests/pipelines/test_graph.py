@@ -136,6 +136,17 @@ def test_each_named_pipeline_reads_its_topics(pipeline, topics):
     assert stages_for("all") == STAGES
 
 
+@pytest.mark.parametrize("off", ["--var_methods=", "--var_methods=none"])
+def test_an_empty_var_methods_leaves_var_out_and_margin_in(off):
+    opts = local_pipeline_options(extra_args=["--pipeline=risk", off])
+    p = beam.Pipeline(options=opts)
+    out = build(p, opts, {t: p | f"Src[{t}]" >> beam.Create([b""]) for t in topics_for("risk")})
+    labels = step_labels(p, ("Src[",))
+    assert not any(label.startswith("ComputeVaR") for label in labels)
+    assert "portfolio_var" not in out and "margin_health" in out
+    assert "MonitorMargins/MarginShards" in labels
+
+
 def test_unknown_source_topic_is_rejected():
     opts = local_pipeline_options()
     p = beam.Pipeline(options=opts)

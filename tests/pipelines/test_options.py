@@ -32,7 +32,7 @@ BAD: dict[str, list[str]] = {
     "min_price_sources": ["0", "two"],
     "price_window_seconds": ["-60", "0", "1.5", "60s"],
     "max_price_deviation_bps": ["0", "-5", "nan"],
-    "var_methods": ["foo", "historical,foo", "historical,historical", ",", ""],
+    "var_methods": ["foo", "historical,foo", "historical,historical", "none,historical"],
     "var_level": ["1.5", "1", "0", "-0.5", "nan", "inf", "0.99x"],
     "es_level": ["1", "0", "2"],
     "var_horizon_days": ["0", "-1", "1.5"],
@@ -60,6 +60,8 @@ GOOD: list[str] = [
     "--es_level=0.95",
     "--var_methods=historical,parametric,filtered_historical,monte_carlo",
     "--var_methods= monte_carlo ,",  # as var_config reads it: stripped, empties dropped
+    "--var_methods=",  # no VaR stage
+    "--var_methods=none",
     "--var_window=30",  # the default var_min_scenarios
     "--var_min_scenarios=730",  # the default var_window
     "--price_window_seconds=1",
