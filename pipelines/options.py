@@ -234,7 +234,7 @@ class RiskPipelineOptions(PipelineOptions):
 
     def var_method_names(self) -> tuple[str, ...]:
         """The VaR methods to run; empty (``--var_methods=`` or ``none``): no VaR stage."""
-        names = tuple(m.strip() for m in (self.var_methods or "").split(",") if m.strip())
+        names = tuple(_items(self.var_methods or ""))
         return () if names == ("none",) else names
 
     def var_config(self):
@@ -250,7 +250,7 @@ class RiskPipelineOptions(PipelineOptions):
 
     def assets(self) -> tuple[str, ...]:
         if self.known_assets:
-            return tuple(a.strip() for a in self.known_assets.split(",") if a.strip())
+            return tuple(_items(self.known_assets))
 
         return load_registry(self.feed_registry).assets()
 
@@ -364,7 +364,7 @@ def _number(value: Any, kind: type) -> int | float | None:
 
 
 def _items(text: str) -> list[str]:
-    """A comma-separated list without its empty entries (as ``var_config``/``assets`` read it)."""
+    """A comma-separated list without its empty entries (``var_method_names``, ``assets``)."""
     return [item.strip() for item in text.split(",") if item.strip()]
 
 

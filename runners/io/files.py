@@ -188,16 +188,39 @@ def replay_stream(paths: dict[str, Path], step_seconds: int = 60) -> TestStream:
     return stream
 
 
+def repair_torn_tail(path: Path) -> int:
+    """Cuts a last line left without its newline by a kill mid-write (an append-only JSON-lines
+    file: a sink or the live journal); returns the bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # scan back to the last newline (tails are short: one torn line)
+        pos, chunk, keep = size, 4096, 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            cut = f.read(pos - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            pos = start
+        f.truncate(keep)
+        return size - keep
+
+
 def ids_in(path: Path, id_field: str) -> set:
     """The ``id_field`` values of a JSON-lines file, after cutting a last line torn by a kill."""
     if not path.exists():
         return set()
-    with path.open("rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-            data = data[: data.rfind(b"\n") + 1]
-    return {json.loads(line).get(id_field) for line in data.splitlines() if line.strip()}
+    repair_torn_tail(path)
+    with path.open("rb") as f:
+        return {json.loads(line).get(id_field) for line in f if line.strip()}
 
 
 class AppendJsonLines(beam.DoFn):

@@ -27,6 +27,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.io.files import repair_torn_tail
+
 log = logging.getLogger(__name__)
 
 
@@ -35,34 +37,6 @@ class Entry:
     message_id: str
     ts: str  # RFC 3339 or epoch milliseconds, as Beam's ReadFromPubSub reads the ts attribute
     data: bytes
-
-
-def repair_torn_tail(path: Path) -> int:
-    """Cuts a last line left without its newline by a kill mid-write; returns bytes removed."""
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with path.open("rb+") as f:
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return 0
-        # scan back to the last newline (tails are short: one torn line)
-        pos, chunk = size, 4096
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            block = f.read(pos - start)
-            cut = block.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-                break
-            pos = start
-        else:
-            keep = 0
-        f.truncate(keep)
-        return size - keep
 
 
 def read_entries(path: Path, upto: int | None = None) -> list[Entry]:

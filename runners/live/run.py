@@ -264,6 +264,9 @@ class _BatchedPull:
         except DeadlineExceeded:  # nothing to read within the deadline
             response = PullResponse()
         received = list(response.received_messages)
+        # the watermark reads the whole pull, redeliveries included: they say as much about the
+        # backlog (and a pull of nothing but redeliveries is still a full one)
+        self._advance(received, full=len(received) >= self._max)
         if self._journal is not None and received:
             fresh = self._journal.record(
                 self._topic,
@@ -273,10 +276,8 @@ class _BatchedPull:
             again = [rm.ack_id for rm, new in zip(received, fresh, strict=True) if not new]
             if again:  # journaled before a kill: already on its way through the graph
                 self._client.acknowledge(subscription=subscription, ack_ids=again)
-            if again:
-                received = [rm for rm, new in zip(received, fresh, strict=True) if new]
-                response = PullResponse(received_messages=received)
-        self._advance(received, full=len(received) >= self._max)
+                kept = [rm for rm, new in zip(received, fresh, strict=True) if new]
+                response = PullResponse(received_messages=kept)
         return response
 
     def _advance(self, received, full: bool) -> None:

@@ -299,6 +299,8 @@ class FakeSubscriber:
 
 
 def test_each_pull_is_journaled_before_beam_acks_and_redeliveries_are_dropped(tmp_path):
+    from apache_beam.utils.timestamp import Timestamp
+
     from runners.live.journal import Journal, read_entries
 
     sub = subscription_path(PROJECT, "market.prices.v1")
@@ -315,6 +317,12 @@ def test_each_pull_is_journaled_before_beam_acks_and_redeliveries_are_dropped(tm
     assert [rm.message.data for rm in second.received_messages] == [b"c"]
     assert client.acked == ["ack-2"]
     assert [e.message_id for e in read_entries(journal.path("market.prices.v1"))] == ["m1", "m2", "m3"]  # fmt: skip
+    # a full pull of nothing but redeliveries: all acked and dropped, and it still counts as a
+    # full pull for the watermark (the backlog drains on)
+    client.batches.append([received(1, ts, b"a"), received(3, ts, b"c")])
+    assert proxy.pull(subscription=sub).received_messages == []
+    assert client.acked == ["ack-2", "ack-1", "ack-3"]
+    assert proxy.watermark() == Timestamp.from_rfc3339(ts)
     # a torn last line (a kill mid-write) is cut when the journal is opened again
     with journal.path("market.prices.v1").open("a") as f:
         f.write('{"id": "m4", "ts": "2025')
