@@ -29,6 +29,7 @@ from pipelines.stages import stages_for
 from runners.direct import local_pipeline_options
 from runners.io.files import (
     InputError,
+    fill_empty_tables,
     find_inputs,
     replay_stream,
     stages_without_inputs,
@@ -168,6 +169,7 @@ def run_local(
         started = time.perf_counter()
         result = p.run()
         result.wait_until_finish()
+        fill_empty_tables(staging, [t for t in TABLES if t in outputs])
         report = RunReport(
             opts.pipeline,
             str(input_dir),

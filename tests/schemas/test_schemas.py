@@ -225,3 +225,48 @@ def test_price_row_allows_a_missing_price_only_as_a_null():
         pa.Table.from_pylist([serde.to_row(row)], schema=codegen.arrow_schema(PriceRow)).num_rows
         == 1
     )
+
+
+def test_to_arrow_table_is_the_row_by_row_table_for_every_table_contract():
+    """The sinks' column-wise conversion gives exactly ``from_pylist`` of ``to_row``: the same
+    values, NUMERIC rounding (half-even at scale 9) included, nested lists of models included."""
+    row = MarginHealthRow(
+        row_id="r",
+        account_id="a",
+        event_ts=T0,
+        trigger="snapshot",
+        collateral_usd="30000.1234567891",  # 10 places: rounded, as to_row rounds
+        borrow_usd="15000",
+        health_score=None,
+        zone="healthy",
+        price_status="ok",
+        liquidation_prices=[
+            LiquidationPrice(
+                asset="ETH", liquidation_price="1725.0000000005", margin_call_price=None
+            )
+        ],
+    )
+    rows = [
+        row,
+        row.model_copy(update={"collateral_usd": Decimal("1.5"), "liquidation_prices": []}),
+    ]
+    schema = codegen.arrow_schema(MarginHealthRow)
+    table = serde.to_arrow_table(rows, schema)
+    assert table.equals(pa.Table.from_pylist([serde.to_row(r) for r in rows], schema=schema))
+    assert table.column("collateral_usd").to_pylist() == [
+        Decimal("30000.123456789"),
+        Decimal("1.5"),
+    ]
+    assert table.column("liquidation_prices")[0].as_py()[0]["liquidation_price"] == Decimal(
+        "1725.000000000"  # ...0005 at scale 9, half-even
+    )
+    prices = [
+        PriceRow(price_id="x", asset="BTC", price=None, status="price_unavailable", n_sources=0,
+                 window_start=T0, event_time=T0),
+        PriceRow(price_id="y", asset="BTC", price="1.23", status="ok", n_sources=2,
+                 window_start=T0, event_time=T0),
+    ]  # fmt: skip
+    schema = codegen.arrow_schema(PriceRow)
+    assert serde.to_arrow_table(prices, schema).equals(
+        pa.Table.from_pylist([serde.to_row(r) for r in prices], schema=schema)
+    )
