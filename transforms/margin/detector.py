@@ -28,10 +28,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from schemas.base import deterministic_id
 from schemas.tables import MarginEventRow
-from transforms.margin.health import LIQUIDATION, MARGIN_CALL, WARNING, zone
+from transforms.margin.health import (
+    LIQUIDATION,
+    MARGIN_CALL,
+    WARNING,
+    to_decimal,
+    validate_thresholds,
+    zone_of,
+)
 
 RANK = {"no_debt": 0, "healthy": 0, "warning": 1, "margin_call": 2, "liquidation": 3}
 ENTRY_EVENT = {"margin_call": "margin_call", "liquidation": "liquidation"}
@@ -53,13 +61,20 @@ class AccountState:
     last_alert: dict[str, datetime] = field(default_factory=dict)  # event type -> last alert time
 
 
+@lru_cache(maxsize=64)
+def _thresholds(cfg: DetectorConfig) -> tuple[Decimal, Decimal, Decimal]:
+    """The checked thresholds of a config, once per config (``next_zone`` runs per row)."""
+    return validate_thresholds(cfg.warning, cfg.margin_call, cfg.liquidation)
+
+
 def next_zone(
     state_zone: str, health: Decimal | None, price_status: str, cfg: DetectorConfig
 ) -> str:
     """The zone after one observation, with hysteresis and the price-status guard."""
     if health is None:
         return "no_debt"  # the debt is gone: nothing left to call
-    raw = zone(health, cfg.warning, cfg.margin_call, cfg.liquidation)
+    h = health if type(health) is Decimal else to_decimal(health, "health", allow_negative=True)
+    raw = zone_of(h, *_thresholds(cfg))
     if RANK[raw] > RANK[state_zone]:
         # Worse: move at once, but never into margin_call/liquidation on a doubtful price.
         if price_status != GOOD_PRICE and RANK[raw] >= RANK["margin_call"]:

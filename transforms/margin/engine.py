@@ -157,12 +157,19 @@ class MarginShardEngine:
         self._held: dict[tuple[int, ...], np.ndarray] = {}  # moved columns -> rows holding them
         self._factors = (threshold_factor(d.liquidation), threshold_factor(d.margin_call))
         liq, mc, warn = self._thresholds
-        self._safe = {  # zone code -> float healths surely inside the zone, NEAR from its bounds
+        band = float(d.band)
+        # zone code -> float healths at which the detector surely stays in the zone, NEAR from
+        # the bounds. Hysteresis: an account leaves margin_call (liquidation) upwards only at
+        # health margin_call + band (liquidation + band), so a price between the threshold and
+        # the band cannot move it, whatever the price status (``next_zone``).
+        self._safe = {
             ZONE_CODE["healthy"]: (warn + NEAR, np.inf),
             ZONE_CODE["warning"]: (mc + NEAR, warn - NEAR),
-            ZONE_CODE["margin_call"]: (liq + NEAR, mc - NEAR),
-            ZONE_CODE["liquidation"]: (-np.inf, liq - NEAR),
+            ZONE_CODE["margin_call"]: (liq + NEAR, mc + band - NEAR),
+            ZONE_CODE["liquidation"]: (-np.inf, liq + band - NEAR),
         }
+        self._safe_lo = np.array([self._safe.get(z, (np.nan, np.nan))[0] for z in range(5)])
+        self._safe_hi = np.array([self._safe.get(z, (np.nan, np.nan))[1] for z in range(5)])
 
     # ------------------------------------------------------------------ public API
 
@@ -363,8 +370,7 @@ class MarginShardEngine:
             debt @ tape.high,
         )
         zone = self.zone_code[rows]
-        lo = np.array([self._safe.get(z, (np.nan, np.nan))[0] for z in range(5)])[zone]
-        hi = np.array([self._safe.get(z, (np.nan, np.nan))[1] for z in range(5)])[zone]
+        lo, hi = self._safe_lo[zone], self._safe_hi[zone]
         with np.errstate(invalid="ignore", divide="ignore"):
             h_lo, h_hi = _health_range(c_lo, c_hi, d_lo, d_hi)
             inside = (d_lo > 0) & (h_lo >= lo) & (h_hi <= hi)
@@ -500,9 +506,10 @@ class MarginShardEngine:
             coll = self.coll[rows] @ p_vec
             debt = self.debt[rows] @ p_vec
             health = np.where(debt > 0, (coll - debt) / debt * 100.0, np.nan)
-        code = self._float_zone(health, debt)
-        near = (np.abs(health[:, None] - self._thresholds[None, :]) < NEAR).any(axis=1)
-        check = ((code != self.zone_code[rows]) | near) & ~self._unpriced(held)
+        zone = self.zone_code[rows]
+        inside = (health >= self._safe_lo[zone]) & (health <= self._safe_hi[zone])
+        no_debt = (zone == ZONE_CODE["no_debt"]) & np.isnan(health)
+        check = ~(inside | no_debt) & ~self._unpriced(held)
         t = group[0].t_us
         ref = ",".join(p.asset for p in group)
         for r in held[check]:
@@ -517,9 +524,6 @@ class MarginShardEngine:
             return np.zeros(rows.size, dtype=bool)
         hold = (self.coll[rows][:, missing] != 0) | (self.debt[rows][:, missing] != 0)
         return hold.any(axis=1)
-
-    def _float_zone(self, health: np.ndarray, debt: np.ndarray) -> np.ndarray:
-        return float_zone(health, debt, self._thresholds)
 
     # ------------------------------------------------------------------ valuation
 
@@ -712,17 +716,6 @@ def _health_range(c_lo, c_hi, d_lo, d_hi):
     """Lowest and highest health (c - d) / d x 100 with collateral value in [c_lo, c_hi] and debt
     value in [d_lo, d_hi] (d_lo > 0): floats or arrays."""
     return (c_lo - d_hi) / d_hi * 100.0, (c_hi - d_lo) / d_lo * 100.0
-
-
-def float_zone(health: np.ndarray, debt: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Zone codes of float healths (any shape): the screen's approximation of ``zone``."""
-    liq, mc, warn = thresholds
-    code = np.full(health.shape, ZONE_CODE["healthy"], dtype=np.int8)
-    code[health < warn] = ZONE_CODE["warning"]
-    code[health < mc] = ZONE_CODE["margin_call"]
-    code[health < liq] = ZONE_CODE["liquidation"]
-    code[~(debt > 0)] = ZONE_CODE["no_debt"]
-    return code
 
 
 def _instant_groups(
