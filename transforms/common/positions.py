@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,7 +33,37 @@ MAX_POSITION_UNITS = Decimal(10**15)
 SEEN_IDS_KEPT = 10_000  # per account: enough for any redelivery window, bounded for state size
 
 
-def settlement_order(s: Settlement) -> tuple:
+class SettlementRecord(NamedTuple):
+    """A validated ``Settlement``'s values as a plain tuple, with the model's field names: what
+    stateful stages carry and keep in state (a model costs ~10x more to pickle and to encode).
+    Everything that reads a settlement's fields (``PositionBook``, ``settlement_order``, the
+    margin engine) takes either."""
+
+    event_id: str
+    account_id: str
+    venue: str
+    chain_id: str
+    kind: str
+    asset: str
+    amount_raw: str
+    decimals: int
+    tx_hash: str | None
+    block_number: int | None
+    log_index: int | None
+    tx_index: int | None
+    event_time: datetime
+
+
+def settlement_record(s: Settlement) -> SettlementRecord:
+    return SettlementRecord(**s.__dict__)
+
+
+def settlement_model(s: Settlement | SettlementRecord) -> Settlement:
+    """The model again (for a dead letter's raw JSON): its values were validated already."""
+    return s if isinstance(s, Settlement) else Settlement.model_construct(**s._asdict())
+
+
+def settlement_order(s: Settlement | SettlementRecord) -> tuple:
     """The order of settlements within one instant: the chain's own (block number, then log
     index, then transaction index, where present), then credits before debits, and the id last
     only to be deterministic. Never id order first: ids are hashes."""

@@ -6,8 +6,9 @@
 Design (the same in batch and streaming; the engine is ``transforms.margin.engine``):
 
 1. Accounts are spread over ``shards`` keys by the same stable hash as VaR (``shard_of``); each
-   settlement goes to its account's shard, and every composite price row to every shard (a
-   handful of elements per price window, whatever the number of accounts).
+   settlement goes to its account's shard, in batches (``BatchByShardFn``: one element per shard
+   per bundle, the settlements as plain ``SettlementRecord`` tuples), and every composite price
+   row to every shard (a handful of elements per price window, whatever the number of accounts).
    Composite prices of one instant (every asset's window end) are grouped into one pack first.
 2. ``MarginShardFn`` keeps the shard's ``MarginShardEngine`` (positions, detector states, the
    account x asset arrays) in state. Elements are buffered in bags; an event-time ``process``
@@ -43,6 +44,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.types import epoch_micros
+from transforms.common.batching import BatchByShardFn
 from transforms.common.dead_letter import (
     ALERTS_TAG,
     DEAD_LETTER_TAG,
@@ -52,7 +54,8 @@ from transforms.common.dead_letter import (
 )
 from transforms.common.event_timers import arm_once_at_end, emit_timestamp
 from transforms.common.keys import shard_of
-from transforms.margin.engine import MarginConfig, MarginShardEngine, PriceTick
+from transforms.common.positions import settlement_model, settlement_record
+from transforms.margin.engine import MarginConfig, MarginShardEngine, PriceTick, Rejected
 
 EVENTS_TAG = "events"
 
@@ -96,20 +99,23 @@ class MarginShardFn(beam.DoFn):
         timer=beam.DoFn.TimerParam(PROCESS),
     ):
         _, (kind, item) = element
-        if kind == "prices":  # every composite price of one instant, packed
-            ticks.add(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
-            t = item[0].t_us
+        # One bag entry per element: a pack of prices, or a batch of settlement records.
+        (ticks if kind == "prices" else settlements).add(
+            pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        )
+        if kind == "prices":  # every composite price of one instant
+            first = last = item[0].t_us
         else:
-            settlements.add(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
-            t = epoch_micros(item.event_time)
+            times = [epoch_micros(s.event_time) for s in item]
+            first, last = min(times), max(times)
         if not self.streaming:
-            arm_once_at_end(latest, timer, t)
+            arm_once_at_end(latest, timer, last)
             return
         done = fired.read()
-        if t > (latest.read() or 0):
-            latest.write(t)
-            timer.set(Timestamp(micros=t))
-        elif done is not None and t <= done:
+        if last > (latest.read() or 0):
+            latest.write(last)
+            timer.set(Timestamp(micros=last))
+        elif done is not None and first <= done:
             # Behind what was processed (late): fire again now. A later pending element keeps its
             # place: the firing re-arms the timer for whatever is left in the bags.
             timer.set(Timestamp(micros=done))
@@ -128,7 +134,7 @@ class MarginShardFn(beam.DoFn):
     ):
         eng = engine.read() or MarginShardEngine(self.config)
         before = eng.state_size()
-        batch_s = [pickle.loads(b) for b in settlements.read()]
+        batch_s = [s for b in settlements.read() for s in pickle.loads(b)]
         batch_t = [t for b in ticks.read() for t in pickle.loads(b)]
         if self.streaming:
             until = int(fire.micros)
@@ -137,8 +143,8 @@ class MarginShardFn(beam.DoFn):
         out, later_s, later_t = eng.advance(batch_s, batch_t, until)
         settlements.clear()
         ticks.clear()
-        for s in later_s:
-            settlements.add(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL))
+        if later_s:
+            settlements.add(pickle.dumps(later_s, protocol=pickle.HIGHEST_PROTOCOL))
         if later_t:
             ticks.add(pickle.dumps(tuple(later_t), protocol=pickle.HIGHEST_PROTOCOL))
         fired.write(max(fired.read() or until, until))
@@ -185,6 +191,7 @@ class MarginShardFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(ALERTS_TAG, TimestampedValue(alert, self._ts(t, fire)))
         for r in out.rejected:
             Metrics.counter("dead_letter", f"MonitorMargins.{r.outcome.reason}").inc()
+            r = Rejected(settlement_model(r.settlement), r.outcome)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, refused_settlement("MonitorMargins", r))
 
 
@@ -227,9 +234,12 @@ class MonitorMargins(beam.PTransform):
         keyed = (
             settlements
             | "SettlementsGlobal" >> beam.WindowInto(window.GlobalWindows())
+            # One element per shard per bundle: a batch of settlement records (tuples).
             | "KeyByShard"
-            >> beam.Map(
-                lambda s: (shard_of(s.account_id, shards), ("settle", s))
+            >> beam.ParDo(
+                BatchByShardFn(
+                    "settle", lambda s: shard_of(s.account_id, shards), settlement_record
+                )
             ).with_output_types(tuple[int, Any])
         )
         # The keying steps' type hints give the state's key (the shard) a deterministic coder.

@@ -10,7 +10,14 @@ import pytest
 
 from schemas.events import Settlement
 from tests.support.factories import settlement
-from transforms.common.positions import PositionBook, exposure_matrix
+from transforms.common.positions import (
+    PositionBook,
+    SettlementRecord,
+    exposure_matrix,
+    settlement_model,
+    settlement_order,
+    settlement_record,
+)
 
 T = datetime(2025, 1, 6, tzinfo=UTC)
 
@@ -84,3 +91,26 @@ def test_exposure_matrix_is_collateral_minus_debt_in_usd():
     np.testing.assert_allclose(m, [[0, 30000, -15000], [30000, 0, 0]])
     # A 10 % ETH drop and a flat dollar: account a loses 3,000, account b nothing.
     np.testing.assert_allclose(m @ np.array([0.0, -0.10, 0.0]), [-3000, 0])
+
+
+def test_a_settlement_record_is_the_model_as_a_tuple_and_applies_the_same():
+    """Stateful stages carry ``SettlementRecord`` tuples: the same fields as the contract (a new
+    field fails here), the same book, order and model back."""
+    assert SettlementRecord._fields == tuple(Settlement.model_fields)
+    models = [
+        s(1, "deposit", "ETH", "1.5"),
+        s(2, "borrow", "USDC", "100", 6),
+        s(3, "withdraw", "ETH", "2"),
+    ]
+    records = [settlement_record(m) for m in models]
+    by_model, by_record = PositionBook("a"), PositionBook("a")
+    outcomes = [
+        (by_model.apply(m), by_record.apply(r)) for m, r in zip(models, records, strict=True)
+    ]
+    assert [a == b for a, b in outcomes] == [True, True, True]
+    assert outcomes[2][1].reason == "negative_balance"
+    assert (by_model.collateral, by_model.debt) == (by_record.collateral, by_record.debt)
+    assert [settlement_order(r) for r in records] == [settlement_order(m) for m in models]
+    assert [settlement_model(r) for r in records] == models
+    assert settlement_model(models[0]) is models[0]
+    assert settlement_model(records[0]).model_dump_json() == models[0].model_dump_json()
