@@ -99,15 +99,14 @@ class MarginShardFn(beam.DoFn):
         timer=beam.DoFn.TimerParam(PROCESS),
     ):
         _, (kind, item) = element
-        # One bag entry per element: a pack of prices, or a batch of settlement records.
-        (ticks if kind == "prices" else settlements).add(
-            pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-        )
+        # One bag entry per element: a pack of prices, or a batch of settlement records as the
+        # bytes BatchByShardFn pickled.
         if kind == "prices":  # every composite price of one instant
+            ticks.add(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
             first = last = item[0].t_us
         else:
-            times = [epoch_micros(s.event_time) for s in item]
-            first, last = min(times), max(times)
+            first, last, payload = item
+            settlements.add(payload)
         if not self.streaming:
             arm_once_at_end(latest, timer, last)
             return
@@ -238,7 +237,10 @@ class MonitorMargins(beam.PTransform):
             | "KeyByShard"
             >> beam.ParDo(
                 BatchByShardFn(
-                    "settle", lambda s: shard_of(s.account_id, shards), settlement_record
+                    "settle",
+                    lambda s: shard_of(s.account_id, shards),
+                    lambda s: epoch_micros(s.event_time),
+                    settlement_record,
                 )
             ).with_output_types(tuple[int, Any])
         )

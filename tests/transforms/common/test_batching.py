@@ -1,5 +1,5 @@
 """BatchByShardFn: every record reaches its shard once, in batches of at most ``max_batch``,
-each stamped with its earliest record's time."""
+each with the span of its records' times and stamped with its earliest record's time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from runners.direct import local_pipeline_options
-from transforms.common.batching import BatchByShardFn
+from transforms.common.batching import BatchByShardFn, unpack
 
 
 def test_records_arrive_once_per_shard_in_bounded_batches_at_their_earliest_time():
@@ -18,15 +18,20 @@ def test_records_arrive_once_per_shard_in_bounded_batches_at_their_earliest_time
             p
             | beam.Create(records)
             | beam.Map(lambda r: TimestampedValue(r, 1000 + r[1]))
-            | beam.ParDo(BatchByShardFn("tag", lambda r: r[0], lambda r: r[1], max_batch=7))
+            | beam.ParDo(
+                BatchByShardFn("tag", lambda r: r[0], lambda r: r[1], lambda r: r[1], max_batch=7)
+            )
+            # (shard, (tag, (first, last, pickled))) -> (shard, tag, (first, last), values)
+            | beam.Map(lambda kv: (kv[0], kv[1][0], kv[1][1][:2], unpack(kv[1][1])))
         )
-        flat = batches | "Flat" >> beam.FlatMap(lambda kv: [(kv[0], kv[1][0], v) for v in kv[1][1]])
+        flat = batches | "Flat" >> beam.FlatMap(lambda b: [(b[0], b[1], v) for v in b[3]])
         assert_that(flat, equal_to([(i % 3, "tag", i) for i in range(100)]), label="Once")
-        stamps = batches | "Stamps" >> beam.Map(
-            lambda kv, ts=beam.DoFn.TimestampParam: (
-                len(kv[1][1]) <= 7
-                and all(v % 3 == kv[0] for v in kv[1][1])
-                and ts.micros == (1000 + min(kv[1][1])) * 1_000_000
+        checks = batches | "Checks" >> beam.Map(
+            lambda b, ts=beam.DoFn.TimestampParam: (
+                len(b[3]) <= 7
+                and all(v % 3 == b[0] for v in b[3])
+                and b[2] == (min(b[3]), max(b[3]))  # the span of the records' times
+                and ts.micros == (1000 + min(b[3])) * 1_000_000
             )
         )
-        assert_that(stamps | beam.Distinct(), equal_to([True]), label="Bounded")
+        assert_that(checks | beam.Distinct(), equal_to([True]), label="Bounded")
