@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import codegen, serde
+from schemas.base import construct
 from schemas.events import DexTrade, PriceEvent, Settlement, Transfer
 from schemas.registry import TABLES, TOPICS, avro_name
 from schemas.tables import LiquidationPrice, MarginHealthRow, PriceRow
@@ -270,3 +272,18 @@ def test_to_arrow_table_is_the_row_by_row_table_for_every_table_contract():
     assert serde.to_arrow_table(prices, schema).equals(
         pa.Table.from_pylist([serde.to_row(r) for r in prices], schema=schema)
     )
+
+
+def test_construct_is_model_construct_without_its_cost():
+    values = {
+        "row_id": "r", "account_id": "a", "event_ts": T0, "trigger": "price",
+        "collateral_usd": Decimal("1.5"), "borrow_usd": Decimal("1"),
+        "health_score": Decimal("50"), "zone": "healthy", "price_status": "ok",
+        "liquidation_prices": [construct(LiquidationPrice, {
+            "asset": "ETH", "liquidation_price": Decimal("1"), "margin_call_price": None})],
+    }  # fmt: skip
+    fast, slow = construct(MarginHealthRow, dict(values)), MarginHealthRow.model_construct(**values)
+    assert fast == slow and fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_fields_set == slow.model_fields_set
+    assert pickle.loads(pickle.dumps(fast)) == slow
+    assert MarginHealthRow.model_validate(fast.model_dump()) == fast

@@ -12,6 +12,7 @@ the vectorised VaR functions multiply with scenario returns.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,6 +31,7 @@ DEBT_KINDS = {"borrow": 1, "repay": -1}
 # A position above 1e15 tokens of a registered asset (USDT's whole supply is ~1.4e11) is corrupt
 # input; refused, it can never overflow a USD column (feed prices are bounded at 1e10).
 MAX_POSITION_UNITS = Decimal(10**15)
+_ZERO = Decimal(0)
 SEEN_IDS_KEPT = 10_000  # per account: enough for any redelivery window, bounded for state size
 
 
@@ -132,8 +134,16 @@ class PositionBook:
         missing = [a for a in (*self.collateral, *self.debt) if a not in prices]
         if missing:
             raise KeyError(f"no price for {', '.join(sorted(missing))}")
-        coll = sum((q * prices[a] for a, q in self.collateral.items()), Decimal(0))
-        debt = sum((q * prices[a] for a, q in self.debt.items()), Decimal(0))
+        return self.value_priced(prices)
+
+    def value_priced(self, prices: Mapping[str, Decimal]) -> tuple[Decimal, Decimal]:
+        """``value_usd`` when every held asset is known to have a price (the margin engine's
+        per-row path, which checks that first)."""
+        coll = debt = _ZERO
+        for a, q in self.collateral.items():
+            coll += q * prices[a]
+        for a, q in self.debt.items():
+            debt += q * prices[a]
         return coll, debt
 
 

@@ -55,7 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from schemas.base import deterministic_id
+from schemas.base import construct, deterministic_id
 from schemas.events import MarginAlert, Settlement
 from schemas.tables import LiquidationPrice, MarginEventRow, MarginHealthRow
 from schemas.types import epoch_micros
@@ -547,7 +547,7 @@ class MarginShardEngine:
         held = (*book.collateral, *book.debt)
         if any(a not in prices for a in held):
             return  # never priced: nothing to value yet (the next price of it revalues)
-        coll_usd, debt_usd = book.value_usd(prices)
+        coll_usd, debt_usd = book.value_priced(prices)
         health = health_of(coll_usd, debt_usd)
         status = max((statuses.get(a, "ok") for a in held), key=STATUS_RANK.get, default="ok")
         state = self.states[account]
@@ -637,8 +637,8 @@ class MarginShardEngine:
         }
         if self.dict_rows:
             return row
-        row["liquidation_prices"] = [LiquidationPrice.model_construct(**x) for x in liq]
-        return MarginHealthRow.model_construct(**row)
+        row["liquidation_prices"] = [construct(LiquidationPrice, x) for x in liq]
+        return construct(MarginHealthRow, row)
 
     def _snapshots_before(self, t: int, out: MarginOutput, inclusive: bool) -> None:
         step = self.config.snapshot_s * MICROS
