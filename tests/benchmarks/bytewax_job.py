@@ -23,7 +23,6 @@ Writes the same counts JSON as ``margin_job.py reference``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import zlib
@@ -50,6 +49,7 @@ from tests.benchmarks.margin_job import (
     numbers,
     price_updates,
     read_blocks,
+    write_counts,
 )
 
 BATCH = 2048  # items handed to the dataflow per poll of the source
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except JobError as exc:
         print(f"bytewax_job: {exc}", file=sys.stderr)
         return 2
-    Path(a.out).write_text(json.dumps(result))
-    summary = {k: v for k, v in result.items() if k != "accounts"}
-    summary["seconds_taken"] = round(time.perf_counter() - start, 3)
-    print(json.dumps(summary), flush=True)
+    write_counts(a.out, result, start)
     return 0
 
 

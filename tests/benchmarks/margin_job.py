@@ -778,13 +778,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if a.command == "generate":
         summary = generate(a.out, a.events, a.accounts, a.seed)
+        summary["seconds_taken"] = round(time.perf_counter() - start, 3)
+        print(json.dumps(summary), flush=True)
     else:
-        result = run_reference(a.input_dir, a.window_s)
-        Path(a.out).write_text(json.dumps(result))
-        summary = {k: v for k, v in result.items() if k != "accounts"}
+        write_counts(a.out, run_reference(a.input_dir, a.window_s), start)
+    return 0
+
+
+def write_counts(out: str | Path, result: dict, start: float) -> None:
+    """An engine's counts to ``out`` (JSON), and its summary (no per-account counts) on stdout."""
+    Path(out).write_text(json.dumps(result))
+    summary = {k: v for k, v in result.items() if k != "accounts"}
     summary["seconds_taken"] = round(time.perf_counter() - start, 3)
     print(json.dumps(summary), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
