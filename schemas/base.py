@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from functools import cache
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -39,12 +40,20 @@ class Contract(BaseModel):
 def deterministic_id(*parts: object) -> str:
     """A stable id from key fields, so replays and redeliveries produce the same row ids."""
     text = "\x1f".join(
-        "" if p is None else (p.isoformat() if isinstance(p, datetime) else str(p)) for p in parts
+        p
+        if type(p) is str
+        else ("" if p is None else (p.isoformat() if isinstance(p, datetime) else str(p)))
+        for p in parts
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 _set = object.__setattr__
+
+
+@cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)  # pydantic's class attribute costs ~4 µs per read
 
 
 def construct(model: type[BaseModel], values: dict) -> BaseModel:
@@ -53,7 +62,7 @@ def construct(model: type[BaseModel], values: dict) -> BaseModel:
     at a third of the cost (measured ~3 µs against 9.3 µs for a margin_health row). The fields
     are put in declaration order, as ``model_construct`` does: dumps follow that order."""
     instance = model.__new__(model)
-    _set(instance, "__dict__", {name: values[name] for name in model.model_fields})
+    _set(instance, "__dict__", {name: values[name] for name in _field_names(model)})
     _set(instance, "__pydantic_fields_set__", set(values))
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)

@@ -7,6 +7,7 @@ all generated from the pydantic models in this package, the one source of truth.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -197,9 +198,12 @@ def round_number(value: str) -> str:
     return _uint_string(value, UINT80_MAX, "Chainlink round id")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
+
+
 def _printable(value: str) -> str:
     # Control characters (C0, DEL, C1) corrupt logs, CSV reports and terminals downstream.
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    if _CONTROL.search(value):
         raise PydanticCustomError("control_character", "control characters are not allowed")
     return value
 

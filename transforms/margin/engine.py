@@ -49,7 +49,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -609,20 +609,20 @@ class MarginShardEngine:
         liq = []
         if debt_usd > 0:
             at_liq, at_call = self._factors
-            with localcontext(_CTX):
-                for asset, qty in sorted(book.collateral.items()):
-                    other = max(coll_usd - qty * prices[asset], _ZERO)
-                    liq.append(
-                        {
-                            "asset": asset,
-                            "liquidation_price": _q(
-                                reachable(price_at_factor(qty, debt_usd, other, at_liq))
-                            ),
-                            "margin_call_price": _q(
-                                reachable(price_at_factor(qty, debt_usd, other, at_call))
-                            ),
-                        }
-                    )
+            for asset, qty in sorted(book.collateral.items()):
+                # in _CTX (50 digits), by its methods: no context switch per row
+                other = max(_CTX.subtract(coll_usd, _CTX.multiply(qty, prices[asset])), _ZERO)
+                liq.append(
+                    {
+                        "asset": asset,
+                        "liquidation_price": _q(
+                            reachable(price_at_factor(qty, debt_usd, other, at_liq))
+                        ),
+                        "margin_call_price": _q(
+                            reachable(price_at_factor(qty, debt_usd, other, at_call))
+                        ),
+                    }
+                )
         row = {
             "row_id": deterministic_id("margin_health", account, t, trigger, ref),
             "account_id": account,
