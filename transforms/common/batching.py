@@ -23,6 +23,10 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from schemas.types import epoch_micros
+from transforms.common.keys import shard_of
+from transforms.common.positions import settlement_record
+
 MAX_BATCH = 4096  # records per element at most: bounded buffers and bounded state entries
 
 
@@ -72,3 +76,14 @@ class BatchByShardFn(beam.DoFn):
 def unpack(batch: tuple[int, int, bytes]) -> list:
     """The records of a ``BatchByShardFn`` batch."""
     return pickle.loads(batch[2])
+
+
+def settlement_batches(shards: int) -> BatchByShardFn:
+    """Settlements by their account's shard, as ``SettlementRecord`` batches spanning their
+    event times: what ``MonitorMargins`` and ``ComputeVaR`` key their shards by."""
+    return BatchByShardFn(
+        "settle",
+        lambda s: shard_of(s.account_id, shards),
+        lambda s: epoch_micros(s.event_time),
+        settlement_record,
+    )

@@ -44,7 +44,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.types import epoch_micros
-from transforms.common.batching import BatchByShardFn
+from transforms.common.batching import settlement_batches
 from transforms.common.dead_letter import (
     ALERTS_TAG,
     DEAD_LETTER_TAG,
@@ -53,8 +53,7 @@ from transforms.common.dead_letter import (
     refused_settlement,
 )
 from transforms.common.event_timers import arm_once_at_end, emit_timestamp
-from transforms.common.keys import shard_of
-from transforms.common.positions import settlement_model, settlement_record
+from transforms.common.positions import settlement_model
 from transforms.margin.engine import MarginConfig, MarginShardEngine, PriceTick, Rejected
 
 EVENTS_TAG = "events"
@@ -235,14 +234,7 @@ class MonitorMargins(beam.PTransform):
             | "SettlementsGlobal" >> beam.WindowInto(window.GlobalWindows())
             # One element per shard per bundle: a batch of settlement records (tuples).
             | "KeyByShard"
-            >> beam.ParDo(
-                BatchByShardFn(
-                    "settle",
-                    lambda s: shard_of(s.account_id, shards),
-                    lambda s: epoch_micros(s.event_time),
-                    settlement_record,
-                )
-            ).with_output_types(tuple[int, Any])
+            >> beam.ParDo(settlement_batches(shards)).with_output_types(tuple[int, Any])
         )
         # The keying steps' type hints give the state's key (the shard) a deterministic coder.
         merged = (

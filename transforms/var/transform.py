@@ -39,8 +39,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.types import epoch_micros
-from transforms.common.batching import BatchByShardFn
+from transforms.common.batching import settlement_batches
 from transforms.common.dead_letter import (
     ALERTS_TAG,
     DEAD_LETTER_TAG,
@@ -49,8 +48,7 @@ from transforms.common.dead_letter import (
     refused_settlement,
 )
 from transforms.common.event_timers import output_timestamp, push_timer_forward
-from transforms.common.keys import shard_of
-from transforms.common.positions import settlement_model, settlement_record
+from transforms.common.positions import settlement_model
 from transforms.common.refusals import refuse
 from transforms.var.engine import MICROS, Close, Rejected, VarConfig, VarShardEngine
 
@@ -185,14 +183,7 @@ class ComputeVaR(beam.PTransform):
             | "SettlementsGlobal" >> beam.WindowInto(window.GlobalWindows())
             # One element per shard per bundle: a batch of settlement records (tuples).
             | "KeyByShard"
-            >> beam.ParDo(
-                BatchByShardFn(
-                    "settle",
-                    lambda s: shard_of(s.account_id, shards),
-                    lambda s: epoch_micros(s.event_time),
-                    settlement_record,
-                )
-            ).with_output_types(tuple[int, Any])
+            >> beam.ParDo(settlement_batches(shards)).with_output_types(tuple[int, Any])
         )
         # Both sides are re-windowed globally before the Flatten: one windowing, one coder. The
         # keying steps' type hints give the state's key (the shard number) a deterministic coder:
