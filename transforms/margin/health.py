@@ -83,8 +83,8 @@ def health_of(collateral: Decimal, borrow: Decimal) -> Decimal | None:
     if borrow == 0:
         return None
     # _CTX's methods, not ``localcontext``: the same operations, without a context switch per row
-    return min(_CTX.multiply(_CTX.divide(_CTX.subtract(collateral, borrow), borrow), _HUNDRED),
-               HEALTH_CAP)  # fmt: skip
+    health = _CTX.multiply(_CTX.divide(_CTX.subtract(collateral, borrow), borrow), _HUNDRED)
+    return min(health, HEALTH_CAP)
 
 
 def validate_thresholds(
