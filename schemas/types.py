@@ -7,7 +7,6 @@ all generated from the pydantic models in this package, the one source of truth.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -198,13 +197,14 @@ def round_number(value: str) -> str:
     return _uint_string(value, UINT80_MAX, "Chainlink round id")
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
-
-
 def _printable(value: str) -> str:
-    # Control characters (C0, DEL, C1) corrupt logs, CSV reports and terminals downstream.
-    if _CONTROL.search(value):
-        raise PydanticCustomError("control_character", "control characters are not allowed")
+    # Control characters (C0, DEL, C1), and the other characters Python does not print (line
+    # and paragraph separators, format characters, unassigned code points), corrupt logs, CSV
+    # reports and terminals downstream. Any script's letters, and the plain space, are printable.
+    if not value.isprintable():
+        raise PydanticCustomError(
+            "control_character", "control or other non-printable characters are not allowed"
+        )
     return value
 
 

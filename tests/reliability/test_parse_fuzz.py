@@ -98,6 +98,10 @@ REGRESSIONS = [
     ("transfers.v1", {"event_id": ""}, "empty_field"),
     ("liquidity.v1", {"sender": "x" * 10_000_000}, "too_large"),
     ("dex.trades.v1", {"venue": "uni\x1bswap"}, "control_character"),
+    # Found by the fuzz: a Name accepted unassigned code points and separators (not printable).
+    ("dex.trades.v1", {"venue": "\ud7fc"}, "control_character"),
+    ("liquidity.v1", {"token0": "\U00012544"}, "control_character"),
+    ("dex.trades.v1", {"venue": "uni\u2028swap"}, "control_character"),
     ("transfers.v1", {"chain_id": "ethereum"}, "invalid_chain_id"),
     ("transfers.v1", {"to_address": "0x2260FAC5E5542a773Aa44fBCC0dF28dbCAb6F9E5"}, "invalid_address"),
 ]  # fmt: skip
